@@ -1,0 +1,1 @@
+"""DCR brain-tumour segmentation: data, network, training and evaluation modules."""

@@ -1,0 +1,26 @@
+"""Atomic file output: write under a temporary name, rename into place when complete."""
+import contextlib
+import os
+
+
+def partial_name(path):
+    """Temporary name used while `path` is being written; never matches `<name>-*` globs."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, '.partial-{}-{}'.format(os.getpid(), name))
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path to write; on success rename it to `path`, on error delete it.
+
+    Keeps the file's extension at the end of the temporary name so that writers that choose
+    a format by extension (SimpleITK, matplotlib) still do the right thing.
+    """
+    temporary = partial_name(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

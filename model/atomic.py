@@ -9,6 +9,12 @@ def partial_name(path):
     return os.path.join(directory, '.partial-{}-{}'.format(os.getpid(), name))
 
 
+def partial_glob(pattern):
+    """Glob matching the temporary names of every file that `pattern` matches, any process."""
+    directory, name = os.path.split(pattern)
+    return os.path.join(directory, '.partial-*-' + name)
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path to write; on success rename it to `path`, on error delete it.

@@ -6,6 +6,8 @@ The network always predicts the five 2015 classes.
 """
 import numpy as np
 
+from model.errors import InputError
+
 NUM_CLASSES = 5
 VALID_LABELS = {
     'brats2015': frozenset({0, 1, 2, 3, 4}),
@@ -19,7 +21,7 @@ REGIONS = {
 REGION_NAMES = tuple(REGIONS)
 
 
-class LabelError(ValueError):
+class LabelError(InputError):
     """A label volume holds a value its edition does not define."""
 
 

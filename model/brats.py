@@ -14,8 +14,10 @@ Every patient is identified by its folder name. Volumes are read with SimpleITK,
 arrays indexed (z, y, x) and the same orientation for both layouts.
 """
 import dataclasses
+import gzip
 import os
 import re
+import zlib
 
 import numpy as np
 import SimpleITK as sitk
@@ -90,6 +92,28 @@ class Patient:
         if self.layout == LAYOUT_MHA:
             return 'VSD.{}.{}.mha'.format(run_name, self.flair_id)
         return '{}.nii.gz'.format(self.name)
+
+
+def find_prediction(patient, pred_dir, run_name=None):
+    """Path of a patient's prediction in pred_dir, by the naming rule of Inference.py.
+
+    For BRATS2015 patients any `VSD.<run>.<FlairID>.mha` matches when run_name is None.
+    Raises DataError when there is none, or several.
+    """
+    if patient.layout == LAYOUT_NIFTI or run_name:
+        candidates = [os.path.join(pred_dir, patient.prediction_name(run_name))]
+        candidates = [path for path in candidates if os.path.isfile(path)]
+    else:
+        suffix = '.{}.mha'.format(patient.flair_id)
+        candidates = sorted(os.path.join(pred_dir, name) for name in os.listdir(pred_dir)
+                            if name.startswith('VSD.') and name.endswith(suffix))
+    if not candidates:
+        raise DataError('{}: no prediction for patient {} (expected {})'.format(
+            pred_dir, patient.name, patient.prediction_name(run_name or '<run>')))
+    if len(candidates) > 1:
+        raise DataError('{}: several predictions for patient {} ({}); pass --run-name'.format(
+            pred_dir, patient.name, ', '.join(os.path.basename(path) for path in candidates)))
+    return candidates[0]
 
 
 def layout_of(path):
@@ -204,13 +228,14 @@ def read_volume(path):
         raise DataError('{}: file does not exist'.format(path))
     if os.path.getsize(path) == 0:
         raise DataError('{}: file is empty'.format(path))
+    if path.endswith('.gz'):
+        _check_gzip(path)
     try:
         image = sitk.ReadImage(path)
         array = sitk.GetArrayFromImage(image)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()
-        raise DataError('{}: cannot be read as an image ({})'.format(
-            path, reason[-1].strip() if reason else 'unknown reason')) from None
+        raise DataError('{}: cannot be read as an image, corrupt or truncated ({})'.format(
+            path, _itk_reason(error))) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError('{}: expected a 3-D single-channel volume, got {}-D with {} '
                         'component(s)'.format(path, image.GetDimension(),
@@ -218,6 +243,28 @@ def read_volume(path):
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise DataError('{}: holds NaN or infinite voxels'.format(path))
     return array, _geometry(image)
+
+
+def _check_gzip(path):
+    """Raise DataError unless the gzip stream is complete and intact: ITK reads a truncated
+    .nii.gz without complaint, filling the missing voxels with garbage."""
+    try:
+        with gzip.open(path, 'rb') as stream:
+            while stream.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError('{}: corrupt or truncated gzip file ({})'.format(path, error)) from None
+
+
+def _itk_reason(error):
+    """The informative line of a SimpleITK error, without ITK's prefixes or its trailing
+    'Reason: <errno text>' line, which is stale (e.g. 'No such file or directory' for a
+    truncated file that exists)."""
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip() and not line.strip().startswith('Reason:')]
+    if not lines:
+        return 'unknown reason'
+    return re.sub(r'^(?:ITK ERROR: \w+\(0x[0-9a-fA-F]+\)|sitk::ERROR): ', '', lines[-1])
 
 
 def to_int16(array, path):

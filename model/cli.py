@@ -15,6 +15,22 @@ def parser(description):
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+def graph_mode():
+    """Switch TensorFlow to TF1 graph behaviour and silence its deprecation notices."""
+    import tensorflow.compat.v1 as tf
+    tf.get_logger().setLevel('ERROR')
+    tf.disable_v2_behavior()
+
+
+def on_off(text):
+    """Parse on/off, true/false, yes/no or 1/0 (an argparse type)."""
+    value = {'on': True, 'true': True, 'yes': True, '1': True,
+             'off': False, 'false': False, 'no': False, '0': False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError('expected on or off, got {!r}'.format(text))
+    return value
+
+
 def int_list(text):
     """Parse '12,6,3,1' into a tuple of ints (an argparse type)."""
     try:

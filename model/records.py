@@ -134,6 +134,12 @@ def parse_example(serialized):
     }
 
 
+def parse_tumour_flag(serialized):
+    """Only the `slice/tumour` flag of a serialised example (cheap, for filtering)."""
+    return tf.io.parse_single_example(
+        serialized, {'slice/tumour': _FEATURES['slice/tumour']})['slice/tumour']
+
+
 def resolve_records(pattern):
     """Shard files matching a glob, checked against their sidecar.
 

@@ -1,0 +1,102 @@
+"""Step 4: segment every patient of a list and write one labelled volume per patient.
+
+Reads the volumes directly, normalises them exactly as training does, predicts every axial
+slice and writes labels 0-4 with the input's size, spacing, origin and direction:
+`VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
+`<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json; CKPT/best/ is
+used when present. Patients whose prediction exists are skipped unless --overwrite.
+"""
+import os
+import sys
+
+from tqdm import tqdm
+
+from model import cli
+from model.brats import load_patient, write_volume
+from model.errors import InputError
+from model.figures import save_overlay_montage
+from model.lists import read_patient_list
+from model.postprocess import remove_small_components
+from model.predict import restored_predictor
+
+LIST = 'data/lists/test.txt'
+CKPT_DIR = 'data/checkpoints'
+CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or the latest
+OUTPUT_DIR = 'data/predictions'
+RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
+BATCH_SIZE = 8
+FLIP = False               # test-time left-right flip averaging
+MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
+SAVE_PNG = False
+OVERWRITE = False
+GPU_MEMORY_FRACTION = 0.0
+
+
+def parse_args(argv):
+    parser = cli.parser(__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('--list', default=LIST, help='patients to segment (CSV from readfile.py)')
+    add('--ckpt-dir', default=CKPT_DIR, help='training run folder with config.json')
+    add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or the latest")
+    add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
+    add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
+    add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')
+    add('--flip', action='store_true', default=FLIP, help='average with left-right flipped input')
+    add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
+        help='drop tumour components smaller than this many voxels (0: off)')
+    add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
+    add('--overwrite', action='store_true', default=OVERWRITE, help='redo existing predictions')
+    add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
+    return parser.parse_args(argv)
+
+
+def check_output_dir(output_dir, patients):
+    """Refuse an output folder that holds any of the input volumes."""
+    output = os.path.realpath(output_dir)
+    for patient in patients:
+        for path in patient.modality_paths + ((patient.label,) if patient.label else ()):
+            if os.path.dirname(os.path.realpath(path)) == output:
+                raise InputError('{}: output folder holds input volume {}; choose another '
+                                 '--output-dir'.format(output_dir, path))
+    os.makedirs(output_dir, exist_ok=True)
+    if not os.access(output_dir, os.W_OK):
+        raise InputError('{}: output folder is not writable'.format(output_dir))
+
+
+def segment(session, predictor, patient, output_path, args):
+    """Predict one patient and write its volume (and montage); returns the label volume."""
+    image, _, geometry = load_patient(patient, with_label=False)
+    with tqdm(total=int(image.any(axis=(1, 2, 3)).sum()), desc=patient.name, unit='slice',
+              leave=False) as bar:
+        labels = predictor.predict(session, image, progress=bar.update)
+    if args.min_component_size:
+        labels = remove_small_components(labels, args.min_component_size)
+    write_volume(labels, geometry, output_path)
+    if args.save_png:
+        save_overlay_montage(image[..., 0], labels, os.path.join(args.output_dir, patient.name + '.png'))
+    return labels
+
+
+@cli.reports_bad_input
+def main(argv=None):
+    args = parse_args(argv)
+    cli.graph_mode()
+    patients = read_patient_list(args.list)
+    check_output_dir(args.output_dir, patients)
+    done = skipped = 0
+    with restored_predictor(args.ckpt_dir, args.checkpoint, args.batch_size, args.flip,
+                            args.gpu_memory_fraction) as (session, predictor, checkpoint):
+        for patient in tqdm(patients, desc='inference', unit='patient'):
+            output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))
+            if os.path.exists(output_path) and not args.overwrite:
+                skipped += 1
+                continue
+            segment(session, predictor, patient, output_path, args)
+            done += 1
+    print('wrote {} predictions to {} with {} ({} already there, skipped)'.format(
+        done, args.output_dir, checkpoint, skipped))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Step 3: train the DCR network (ResNet-50 + dilated convolution refine + deconvolution).
+
+Reads the TFRecords of create_pascal_tf_record.py, trains with softmax cross-entropy + L2
+weight decay and Adam, and writes CKPT/model.ckpt-<step>, CKPT/config.json and TensorBoard
+events. Rerunning resumes from the latest checkpoint; --num-steps is the total global step
+to reach. With a validation list, whole volumes are predicted every few steps and the best
+checkpoint by mean WT/TC/ET Dice is kept in CKPT/best/.
+"""
+import math
+import os
+import sys
+
+from model import checkpoints, cli
+from model.dcr import NetworkConfig
+from model.errors import InputError
+from model.input import AugmentConfig
+from model.lists import read_patient_list
+from model.losses import LossConfig
+from model.records import resolve_records
+from model.training import Schedule, TrainingError, train
+
+TRAIN_RECORDS = 'data/records/train-*'
+VAL_LIST = 'data/lists/val.txt'   # used when it exists; --val-list '' turns validation off
+CKPT_DIR = 'data/checkpoints'
+LOG_DIR = ''                      # '' means CKPT_DIR/logs
+NUM_STEPS = 50000                 # total global step to reach
+NUM_EPOCHS = 0.0                  # when > 0, overrides NUM_STEPS (epochs over the records)
+BATCH_SIZE = 8
+DCR_TYPE = 'A'
+DILATIONS = (12, 6, 3, 1)         # the paper's figure; the released code used 12,6,4,1
+WIDTH = 1.0                       # ResNet-50 width multiplier (0.5: the released code)
+REFINE_FILTERS = 64
+CROP_SIZE = 224
+LEARNING_RATE = 1e-4
+LR_DECAY = 'none'                 # none | cosine | poly
+WEIGHT_DECAY = 1e-4
+CLASS_WEIGHTS = ''                # e.g. '1,2,1,2,2'; '' for none
+DICE_WEIGHT = 0.0
+TUMOUR_FRACTION = 0.5
+FLIP = True
+ROTATE_DEGREES = 10.0
+SCALE_RANGE = 0.1
+INTENSITY_SCALE = 0.1
+INTENSITY_SHIFT = 0.1
+SHUFFLE_BUFFER = 1024
+SAVE_EVERY_STEPS = 1000
+SAVE_EVERY_MINUTES = 10.0
+KEEP_CHECKPOINTS = 5
+SUMMARY_EVERY_STEPS = 100
+VALIDATE_EVERY_STEPS = 2000
+GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
+
+
+def parse_args(argv):
+    parser = cli.parser(__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('--train-records', default=TRAIN_RECORDS, help='glob of the training shards')
+    add('--val-list', default=None, help='validation list; default {} when it exists, '
+        "'' for none".format(VAL_LIST))
+    add('--ckpt-dir', default=CKPT_DIR, help='checkpoints and config.json')
+    add('--log-dir', default=LOG_DIR, help="TensorBoard folder ('' for CKPT/logs)")
+    add('--num-steps', type=int, default=NUM_STEPS, help='total global step to reach')
+    add('--num-epochs', type=float, default=NUM_EPOCHS, help='if > 0, overrides --num-steps')
+    add('--batch-size', type=int, default=BATCH_SIZE)
+    add('--dcr-type', choices=('A', 'B', 'C'), default=DCR_TYPE)
+    add('--dilations', type=cli.int_list, default=DILATIONS, help='rates for ResNet stages 2-5')
+    add('--width', type=float, default=WIDTH, help='ResNet-50 width multiplier')
+    add('--refine-filters', type=int, default=REFINE_FILTERS)
+    add('--crop-size', type=int, default=CROP_SIZE, help='training crop, a multiple of 32')
+    add('--learning-rate', type=float, default=LEARNING_RATE)
+    add('--lr-decay', choices=('none', 'cosine', 'poly'), default=LR_DECAY)
+    add('--weight-decay', type=float, default=WEIGHT_DECAY)
+    add('--class-weights', default=CLASS_WEIGHTS, help='five comma-separated weights')
+    add('--dice-weight', type=float, default=DICE_WEIGHT, help='weight of the soft Dice term')
+    add('--tumour-fraction', type=float, default=TUMOUR_FRACTION,
+        help='share of each batch drawn from tumour slices (0: natural)')
+    add('--flip', type=cli.on_off, default=FLIP, help='random left-right flips (on/off)')
+    add('--rotate-degrees', type=float, default=ROTATE_DEGREES)
+    add('--scale-range', type=float, default=SCALE_RANGE)
+    add('--intensity-scale', type=float, default=INTENSITY_SCALE)
+    add('--intensity-shift', type=float, default=INTENSITY_SHIFT)
+    add('--shuffle-buffer', type=int, default=SHUFFLE_BUFFER)
+    add('--save-every-steps', type=int, default=SAVE_EVERY_STEPS)
+    add('--save-every-minutes', type=float, default=SAVE_EVERY_MINUTES)
+    add('--keep-checkpoints', type=int, default=KEEP_CHECKPOINTS)
+    add('--summary-every-steps', type=int, default=SUMMARY_EVERY_STEPS)
+    add('--validate-every-steps', type=int, default=VALIDATE_EVERY_STEPS)
+    add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
+    return parser.parse_args(argv)
+
+
+def _class_weights(text):
+    if not text:
+        return None
+    weights = tuple(float(part) for part in text.split(','))
+    if len(weights) != 5 or min(weights) < 0:
+        raise InputError('--class-weights needs five non-negative numbers, got {!r}'.format(text))
+    return weights
+
+
+def network_config(args):
+    """The NetworkConfig the flags describe (bad values become one-line errors)."""
+    try:
+        return NetworkConfig(dcr_type=args.dcr_type, dilations=args.dilations, width=args.width,
+                             refine_filters=args.refine_filters)
+    except ValueError as error:
+        raise InputError('network settings: {}'.format(error)) from None
+
+
+def validation_patients(val_list):
+    """Patients of the validation list: the default one only when it exists."""
+    if val_list is None:
+        val_list = VAL_LIST if os.path.isfile(VAL_LIST) else ''
+    return read_patient_list(val_list, require_labels=True) if val_list else []
+
+
+def check_resume(ckpt_dir, config, crop_size):
+    """Refuse to continue a run in CKPT whose network differs from the requested one."""
+    if not os.path.exists(checkpoints.config_path(ckpt_dir)):
+        return
+    stored, stored_crop, _ = checkpoints.read_config(ckpt_dir)
+    if stored != config or stored_crop != crop_size:
+        raise InputError('{}: holds a run with another network configuration ({}); use another '
+                         '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir), stored.to_dict()))
+
+
+@cli.reports_bad_input
+def main(argv=None):
+    args = parse_args(argv)
+    cli.graph_mode()
+    config = network_config(args)
+    if args.crop_size % 32:
+        raise InputError('--crop-size {} is not a multiple of 32'.format(args.crop_size))
+    paths, sidecar = resolve_records(args.train_records)
+    if args.num_epochs > 0:
+        args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)
+    val_patients = validation_patients(args.val_list)
+    check_resume(args.ckpt_dir, config, args.crop_size)
+    checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args))
+    augment = AugmentConfig(crop_size=args.crop_size, flip=args.flip, rotate_degrees=args.rotate_degrees,
+                            scale_range=args.scale_range, intensity_scale=args.intensity_scale,
+                            intensity_shift=args.intensity_shift, tumour_fraction=args.tumour_fraction,
+                            shuffle_buffer=args.shuffle_buffer)
+    losses = LossConfig(weight_decay=args.weight_decay, class_weights=_class_weights(args.class_weights),
+                        dice_weight=args.dice_weight)
+    schedule = Schedule(num_steps=args.num_steps, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
+                        save_every_steps=args.save_every_steps, save_every_minutes=args.save_every_minutes,
+                        keep_checkpoints=args.keep_checkpoints, summary_every_steps=args.summary_every_steps,
+                        validate_every_steps=args.validate_every_steps)
+    print('training on {} slices of {} patients; validating on {} patients'.format(
+        sidecar['num_examples'], sidecar['num_patients'], len(val_patients)))
+    try:
+        step = train(paths, sidecar, config, augment, losses, schedule, args.batch_size, args.ckpt_dir,
+                     args.log_dir or os.path.join(args.ckpt_dir, 'logs'), val_patients,
+                     args.gpu_memory_fraction)
+    except TrainingError as error:
+        print('Train.py: error: {}'.format(error), file=sys.stderr)
+        return 1
+    print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

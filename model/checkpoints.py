@@ -1,0 +1,87 @@
+"""Checkpoint folders: config.json (everything needed to rebuild the graph), checkpoint
+lookup (CKPT/best/ first, then the latest), and restore with a check that the checkpoint
+matches the graph."""
+import json
+import os
+
+import tensorflow.compat.v1 as tf
+
+from model.atomic import atomic_output
+from model.dcr import NetworkConfig
+from model.errors import InputError
+
+CONFIG_NAME = 'config.json'
+BEST_DIR = 'best'
+CHECKPOINT_PREFIX = 'model.ckpt'
+
+
+def config_path(ckpt_dir):
+    """Path of the run's config.json."""
+    return os.path.join(ckpt_dir, CONFIG_NAME)
+
+
+def write_config(ckpt_dir, network_config, crop_size, training_settings):
+    """Write config.json atomically: the network config, crop size and training settings."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    document = {'network': network_config.to_dict(), 'crop_size': crop_size,
+                'training': training_settings}
+    with atomic_output(config_path(ckpt_dir)) as temporary:
+        with open(temporary, 'w') as stream:
+            json.dump(document, stream, indent=1, sort_keys=True)
+
+
+def read_config(ckpt_dir):
+    """(NetworkConfig, crop size, training settings dict) from CKPT/config.json.
+
+    Raises:
+      InputError: folder or file missing, invalid JSON, or an invalid network config.
+    """
+    path = config_path(ckpt_dir)
+    if not os.path.isdir(ckpt_dir):
+        raise InputError('{}: checkpoint folder does not exist'.format(ckpt_dir))
+    try:
+        with open(path) as stream:
+            document = json.load(stream)
+        return (NetworkConfig.from_dict(document['network']), int(document['crop_size']),
+                document.get('training', {}))
+    except FileNotFoundError:
+        raise InputError('{}: missing; is {} a folder written by Train.py?'.format(path, ckpt_dir)) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError('{}: invalid config ({})'.format(path, error)) from None
+
+
+def find_checkpoint(ckpt_dir, checkpoint=None):
+    """The checkpoint to use: `checkpoint` if given, else CKPT/best/'s, else CKPT's latest.
+
+    Raises:
+      InputError: when there is no checkpoint.
+    """
+    if checkpoint:
+        if not tf.train.checkpoint_exists(checkpoint):
+            raise InputError('{}: checkpoint does not exist'.format(checkpoint))
+        return checkpoint
+    for directory in (os.path.join(ckpt_dir, BEST_DIR), ckpt_dir):
+        latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+        if latest:
+            return latest
+    raise InputError('{}: holds no checkpoint (train with Train.py first)'.format(ckpt_dir))
+
+
+def check_compatible(checkpoint, variables):
+    """Raise InputError unless the checkpoint holds every variable with the same shape."""
+    stored = dict(tf.train.list_variables(checkpoint))
+    for variable in variables:
+        name = variable.op.name
+        shape = variable.shape.as_list()
+        if name not in stored:
+            raise InputError('{}: made with a different network configuration (no variable {})'.format(
+                checkpoint, name))
+        if list(stored[name]) != shape:
+            raise InputError('{}: made with a different network configuration ({} has shape {}, '
+                             'the graph expects {})'.format(checkpoint, name, stored[name], shape))
+
+
+def restore(session, checkpoint, variables):
+    """Restore `variables` from a checkpoint after checking that it matches them."""
+    check_compatible(checkpoint, variables)
+    tf.train.Saver(variables).restore(session, checkpoint)

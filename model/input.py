@@ -1,0 +1,130 @@
+"""The tf.data training pipeline: shards -> parsed slices -> augmented crops -> batches.
+
+Each augmentation is a small function of (image, label) that can be switched off through
+AugmentConfig. Labels are only ever moved with nearest-neighbour sampling, never interpolated.
+Because most slices hold no tumour, a set share of each batch can be drawn from the slices
+that do (`tumour_fraction`).
+"""
+import dataclasses
+import math
+
+import tensorflow.compat.v1 as tf
+
+from model import records
+
+AUTOTUNE = tf.data.experimental.AUTOTUNE
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training-time sampling and augmentation settings (0 or False switches one off)."""
+    crop_size: int = 224
+    flip: bool = True
+    rotate_degrees: float = 10.0
+    scale_range: float = 0.1
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    tumour_fraction: float = 0.5
+    shuffle_buffer: int = 1024
+
+
+def rotate_and_scale(image, label, max_degrees, scale_range):
+    """Random rotation in +-max_degrees and zoom in 1 +- scale_range about the slice centre.
+
+    The image is resampled bilinearly, the label with nearest neighbour; outside is zero.
+    """
+    angle = tf.random.uniform([], -max_degrees, max_degrees) * math.pi / 180.0
+    scale = tf.random.uniform([], 1.0 - scale_range, 1.0 + scale_range)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    centre_y, centre_x = (size[0] - 1.0) / 2.0, (size[1] - 1.0) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    # Maps output (x, y) to input coordinates: a rotation and zoom about the centre.
+    transform = tf.stack([cos, -sin, centre_x - cos * centre_x + sin * centre_y,
+                          sin, cos, centre_y - sin * centre_x - cos * centre_y, 0.0, 0.0])
+    transform = tf.reshape(transform, [1, 8])
+
+    def warp(tensor, interpolation):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tensor[tf.newaxis], transforms=transform, output_shape=tf.shape(tensor)[:2],
+            fill_value=0.0, interpolation=interpolation, fill_mode='CONSTANT')[0]
+
+    label = warp(tf.cast(label[..., tf.newaxis], tf.float32), 'NEAREST')
+    return warp(image, 'BILINEAR'), tf.cast(tf.round(label[..., 0]), tf.int32)
+
+
+def random_crop(image, label, size):
+    """The same random size x size window of image and label."""
+    stacked = tf.concat([image, tf.cast(label[..., tf.newaxis], tf.float32)], axis=-1)
+    cropped = tf.image.random_crop(stacked, [size, size, image.shape[-1] + 1])
+    return cropped[..., :-1], tf.cast(cropped[..., -1], tf.int32)
+
+
+def random_flip(image, label):
+    """Left-right flip (the x axis) of image and label with probability 1/2."""
+    flip = tf.random.uniform([]) < 0.5
+    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
+            tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
+
+
+def jitter_intensity(image, scale_range, shift_range):
+    """Per-channel random scale and shift of the normalised intensities, inside the brain."""
+    channels = image.shape[-1]
+    scale = tf.random.uniform([channels], 1.0 - scale_range, 1.0 + scale_range)
+    shift = tf.random.uniform([channels], -shift_range, shift_range)
+    brain = tf.cast(tf.reduce_any(tf.not_equal(image, 0.0), axis=-1, keepdims=True), tf.float32)
+    return (image * scale + shift) * brain
+
+
+def augment(example, config):
+    """Apply the configured augmentations to one parsed example; returns (image, label)."""
+    image, label = example['image'], example['label']
+    if config.rotate_degrees or config.scale_range:
+        image, label = rotate_and_scale(image, label, config.rotate_degrees, config.scale_range)
+    image, label = random_crop(image, label, config.crop_size)
+    if config.flip:
+        image, label = random_flip(image, label)
+    if config.intensity_scale or config.intensity_shift:
+        image = jitter_intensity(image, config.intensity_scale, config.intensity_shift)
+    return image, label
+
+
+def _slices(paths, tumour=None):
+    """Endless stream of serialised slices from shuffled shards, optionally by tumour flag."""
+    files = tf.data.Dataset.from_tensor_slices(list(paths)).shuffle(len(paths)).repeat()
+    serialized = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=records.COMPRESSION),
+        cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=False)
+    if tumour is not None:
+        serialized = serialized.filter(lambda data: tf.equal(records.parse_tumour_flag(data), int(tumour)))
+    return serialized
+
+
+def tumour_share(config, sidecar):
+    """The tumour-slice share to sample, or None for natural sampling.
+
+    Oversampling needs slices of both kinds; without them the natural order is used.
+    """
+    tumour = sidecar['num_tumour_examples']
+    if not config.tumour_fraction or tumour == 0 or tumour == sidecar['num_examples']:
+        return None
+    return config.tumour_fraction
+
+
+def training_dataset(paths, sidecar, batch_size, config):
+    """Endless batches of (image float32 [B, S, S, 4], label int32 [B, S, S]) for training.
+
+    Args:
+      paths: shard files (see records.resolve_records).
+      sidecar: their sidecar dict (gives the tumour-slice counts).
+      batch_size: slices per batch.
+      config: an AugmentConfig.
+    """
+    share = tumour_share(config, sidecar)
+    if share is None:
+        serialized = _slices(paths)
+    else:
+        serialized = tf.data.Dataset.sample_from_datasets(
+            [_slices(paths, tumour=True), _slices(paths, tumour=False)], weights=[share, 1.0 - share])
+    examples = serialized.shuffle(config.shuffle_buffer).map(records.parse_example, num_parallel_calls=AUTOTUNE)
+    pairs = examples.map(lambda example: augment(example, config), num_parallel_calls=AUTOTUNE)
+    return pairs.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

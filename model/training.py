@@ -1,0 +1,252 @@
+"""The training graph and loop behind Train.py.
+
+Graph: records -> model.input pipeline -> DCR network (is_training=True) -> loss -> Adam,
+with the batch-norm moving-average updates as dependencies of the train op. A second copy of
+the network (is_training=False, shared variables) serves validation through model.predict.
+
+Loop: resumes from the latest checkpoint, saves every K steps, every few minutes and at the
+end (also on SIGINT/SIGTERM), writes TensorBoard summaries, validates on whole volumes and
+keeps the best checkpoint in CKPT/best/, and stops on a non-finite loss without saving it.
+"""
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+from model import checkpoints
+from model.brats import load_patient
+from model.dcr import build_network
+from model.input import training_dataset
+from model.labels import REGION_NAMES, region_mask
+from model.losses import segmentation_loss
+from model.metrics import dice
+from model.predict import Predictor, session_config
+
+BEST_SCORE_FILE = 'best.json'
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for example the loss became NaN)."""
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Optimiser and bookkeeping settings of a run."""
+    num_steps: int
+    learning_rate: float = 1e-4
+    lr_decay: str = 'none'
+    save_every_steps: int = 1000
+    save_every_minutes: float = 10.0
+    keep_checkpoints: int = 5
+    summary_every_steps: int = 100
+    validate_every_steps: int = 1000
+
+
+def learning_rate(schedule, global_step):
+    """The learning-rate tensor: constant, or cosine / polynomial decay to 0 at num_steps."""
+    if schedule.lr_decay == 'cosine':
+        return tf.train.cosine_decay(schedule.learning_rate, global_step, schedule.num_steps)
+    if schedule.lr_decay == 'poly':
+        return tf.train.polynomial_decay(schedule.learning_rate, global_step, schedule.num_steps,
+                                         end_learning_rate=0.0, power=0.9)
+    return tf.constant(schedule.learning_rate)
+
+
+def _image_summaries(images, labels, logits):
+    """FLAIR, truth and prediction of the first slice of the batch, as grey levels."""
+    flair = images[:1, ..., :1]
+    flair = (flair - tf.reduce_min(flair)) / (tf.reduce_max(flair) - tf.reduce_min(flair) + 1e-6)
+    as_grey = lambda label_map: tf.cast(label_map[:1, ..., tf.newaxis], tf.float32) / 4.0  # noqa: E731
+    return [tf.summary.image('flair', flair), tf.summary.image('truth', as_grey(labels)),
+            tf.summary.image('prediction', as_grey(tf.argmax(logits, axis=-1)))]
+
+
+def batch_wt_dice(labels, logits):
+    """Hard whole-tumour Dice of the batch (1 when both are empty)."""
+    truth = labels > 0
+    predicted = tf.argmax(logits, axis=-1) > 0
+    overlap = tf.reduce_sum(tf.cast(tf.logical_and(truth, predicted), tf.float32))
+    total = tf.reduce_sum(tf.cast(truth, tf.float32)) + tf.reduce_sum(tf.cast(predicted, tf.float32))
+    return tf.where(total > 0, 2.0 * overlap / tf.maximum(total, 1.0), 1.0)
+
+
+def build_training_graph(batch, network_config, loss_config, schedule):
+    """Network, loss, optimiser and summaries for a batch (images, labels).
+
+    Returns:
+      A dict of tensors and ops: 'train_op', 'global_step', 'learning_rate', 'loss' (the
+      dict of loss parts), 'batch_dice', 'summaries'.
+    """
+    images, labels = batch
+    global_step = tf.train.get_or_create_global_step()
+    logits = build_network(images, network_config, is_training=True)
+    loss = segmentation_loss(logits, labels, loss_config)
+    rate = learning_rate(schedule, global_step)
+    optimizer = tf.train.AdamOptimizer(rate)
+    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+        train_op = optimizer.minimize(loss['total'], global_step=global_step)
+    wt_dice = batch_wt_dice(labels, logits)
+    scalars = [tf.summary.scalar('loss/' + name, value) for name, value in sorted(loss.items())]
+    scalars += [tf.summary.scalar('learning_rate', rate), tf.summary.scalar('batch_wt_dice', wt_dice)]
+    return {'train_op': train_op, 'global_step': global_step, 'learning_rate': rate, 'loss': loss,
+            'batch_dice': wt_dice,
+            'summaries': tf.summary.merge(scalars + _image_summaries(images, labels, logits))}
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        return False
+
+    def _handle(self, number, frame):
+        self.signal_name = signal.Signals(number).name
+
+
+def validate(session, predictor, patients):
+    """Mean Dice per region (and their mean as 'mean') over validation patients."""
+    scores = {region: [] for region in REGION_NAMES}
+    for patient in tqdm(patients, desc='validation', unit='patient', leave=False):
+        image, label, _ = load_patient(patient)
+        prediction = predictor.predict(session, image)
+        for region in REGION_NAMES:
+            scores[region].append(dice(region_mask(prediction, region), region_mask(label, region)))
+    means = {region: float(np.mean(values)) for region, values in scores.items()}
+    means['mean'] = float(np.mean([means[region] for region in REGION_NAMES]))
+    return means
+
+
+class BestCheckpoint:
+    """Keeps the checkpoint with the best mean validation Dice in CKPT/best/."""
+
+    def __init__(self, ckpt_dir):
+        self.directory = os.path.join(ckpt_dir, checkpoints.BEST_DIR)
+        self.saver = tf.train.Saver(max_to_keep=1, name='best_saver')
+        self.score = -math.inf
+        path = os.path.join(self.directory, BEST_SCORE_FILE)
+        if os.path.exists(path):
+            with open(path) as stream:
+                self.score = json.load(stream)['mean']
+
+    def offer(self, session, scores, step):
+        """Save when `scores['mean']` beats the best so far; returns True when saved."""
+        if scores['mean'] <= self.score:
+            return False
+        os.makedirs(self.directory, exist_ok=True)
+        self.saver.save(session, os.path.join(self.directory, checkpoints.CHECKPOINT_PREFIX),
+                        global_step=step)
+        with open(os.path.join(self.directory, BEST_SCORE_FILE), 'w') as stream:
+            json.dump(dict(scores, step=step), stream)
+        self.score = scores['mean']
+        return True
+
+
+class Trainer:
+    """Runs the training loop of one run directory."""
+
+    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor=None, val_patients=()):
+        self.ckpt_dir = ckpt_dir
+        self.graph = graph
+        self.schedule = schedule
+        self.predictor = predictor
+        self.val_patients = list(val_patients)
+        self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints)
+        self.best = BestCheckpoint(ckpt_dir) if self.val_patients else None
+        self.writer = tf.summary.FileWriter(log_dir)
+        self.log = tqdm.write
+
+    def restore_or_initialize(self, session):
+        """Resume from CKPT's latest checkpoint, or initialise; returns the global step."""
+        session.run(tf.global_variables_initializer())
+        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        if latest:
+            checkpoints.restore(session, latest, tf.global_variables())
+            self.log('resumed from {}'.format(latest))
+        return int(session.run(self.graph['global_step']))
+
+    def save(self, session, step):
+        """Save CKPT/model.ckpt-<step>."""
+        self.saver.save(session, os.path.join(self.ckpt_dir, checkpoints.CHECKPOINT_PREFIX),
+                        global_step=step)
+
+    def _validate(self, session, step):
+        scores = validate(session, self.predictor, self.val_patients)
+        summary = tf.Summary(value=[tf.Summary.Value(tag='validation/dice_' + name, simple_value=value)
+                                    for name, value in scores.items()])
+        self.writer.add_summary(summary, step)
+        saved = self.best.offer(session, scores, step)
+        self.log('step {}: validation Dice {}{}'.format(step, ', '.join(
+            '{} {:.3f}'.format(name, value) for name, value in scores.items()),
+            ' (best so far, saved)' if saved else ''))
+
+    def _is_due(self, step, every):
+        return every > 0 and step % every == 0
+
+    def run(self, session, batch_size):
+        """Train until the schedule's num_steps (or a stop signal); returns the final step."""
+        step = self.restore_or_initialize(session)
+        self.writer.add_graph(session.graph)
+        fetches = {name: self.graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
+        fetches['loss'] = self.graph['loss']['total']
+        last_save, last_saved_step = time.time(), step
+        with StopRequest() as stop, tqdm(total=self.schedule.num_steps, initial=step,
+                                         unit='step', desc='training') as bar:
+            while step < self.schedule.num_steps and stop.signal_name is None:
+                with_summary = self._is_due(step + 1, self.schedule.summary_every_steps)
+                started = time.time()
+                values = session.run(dict(fetches, **({'summaries': self.graph['summaries']}
+                                                      if with_summary else {})))
+                step = int(values['global_step'])
+                if not np.isfinite(values['loss']):
+                    raise TrainingError('loss is {} at step {}; stopped without saving (last good '
+                                        'checkpoint: step {})'.format(values['loss'], step, last_saved_step))
+                if with_summary:
+                    self.writer.add_summary(values['summaries'], step)
+                bar.update(1)
+                bar.set_postfix(loss='{:.4f}'.format(values['loss']),
+                                slices_per_s='{:.1f}'.format(batch_size / (time.time() - started)))
+                minutes = (time.time() - last_save) / 60.0
+                if (self._is_due(step, self.schedule.save_every_steps)
+                        or minutes >= self.schedule.save_every_minutes):
+                    self.save(session, step)
+                    last_save, last_saved_step = time.time(), step
+                if self.best and self._is_due(step, self.schedule.validate_every_steps):
+                    self._validate(session, step)
+            if last_saved_step != step:
+                self.save(session, step)
+            if self.best and not self._is_due(step, self.schedule.validate_every_steps):
+                self._validate(session, step)
+        self.writer.flush()
+        if stop.signal_name:
+            self.log('{} received: saved step {} and stopped'.format(stop.signal_name, step))
+        return step
+
+
+def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
+          batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0):
+    """Build the graph and run training to schedule.num_steps; returns the final step."""
+    with tf.Graph().as_default():
+        batch = tf.data.make_one_shot_iterator(
+            training_dataset(shard_paths, sidecar, batch_size, augment_config)).get_next()
+        graph = build_training_graph(batch, network_config, loss_config, schedule)
+        predictor = Predictor(network_config, crop_size=augment_config.crop_size, batch_size=batch_size)
+        trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)
+        with tf.Session(config=session_config(gpu_memory_fraction)) as session:
+            return trainer.run(session, batch_size)

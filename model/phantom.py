@@ -24,6 +24,8 @@ Flair = base, T2 = base + 1, T1c = base + 2, T1 = base + 3, OT = base + 4):
     BRATS2015_Training/{HGG,LGG}/<patient>/VSD.Brain_3more.XX.O.OT.<id>/<same>.mha
     Testing/HGG_LGG/<patient>/VSD.Brain.XX.O.MR_<modality>.<id>/<same>.mha   (no OT)
     Testing_truth/<patient>/VSD.Brain_3more.XX.O.OT.<id>/<same>.mha           (kept apart)
+    test_truth.txt   a patient list (readfile.py's format) of the test patients with their
+                     truth, for Evaluate.py
 
 Every patient draws from its own generator seeded with (seed, patient index), so a seed always
 gives byte-identical volumes.
@@ -40,8 +42,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from model import cli
-from model.brats import Geometry, write_volume
+from model.brats import LAYOUT_MHA, Geometry, Patient, write_volume
 from model.errors import InputError
+from model.lists import write_patient_list
 
 OUTPUT_DIR = 'data/phantom'
 NUM_HGG = 4
@@ -49,6 +52,7 @@ NUM_LGG = 2
 NUM_TEST = 2
 SHAPE = (155, 240, 240)
 SEED = 0
+TRUTH_LIST = 'test_truth.txt'
 
 MIN_SIZE = 16              # smallest accepted extent of each axis, in voxels
 FIRST_ID = 70001           # VSD id of the first patient's Flair image
@@ -391,7 +395,18 @@ def generate_dataset(output_dir, num_hgg=NUM_HGG, num_lgg=NUM_LGG, num_test=NUM_
             write_volume(phantom.images[modality], geometry, path)
         write_volume(phantom.labels, geometry, record.truth)
         records.append(record)
+    write_truth_list(records, os.path.join(output_dir, TRUTH_LIST))
     return records
+
+
+def write_truth_list(records, path):
+    """Write the test patients, with their kept-apart truth, as a patient list."""
+    patients = [Patient(name=record.name, layout=LAYOUT_MHA, flair=record.images['Flair'],
+                        t1=record.images['T1'], t1c=record.images['T1c'], t2=record.images['T2'],
+                        label=record.truth, grade=record.grade)
+                for record in records if record.split == 'test']
+    if patients:
+        write_patient_list(patients, path)
 
 
 def _arguments(argv):

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from model import phantom
+from model.lists import read_patient_list
 
 TINY = (24, 64, 64)
 MODALITY_OFFSETS = {'Flair': 0, 'T2': 1, 'T1c': 2, 'T1': 3}
@@ -47,8 +48,10 @@ def test_layout_holds_exactly_the_brats2015_tree(dataset):
     expected = []
     for record in records:
         expected += list(record.images.values()) + [record.truth]
+    expected.append(os.path.join(root, phantom.TRUTH_LIST))
     assert all_files(root) == sorted(os.path.relpath(p, root) for p in expected)
-    assert sorted(os.listdir(root)) == ['BRATS2015_Training', 'Testing', 'Testing_truth']
+    assert sorted(os.listdir(root)) == ['BRATS2015_Training', 'Testing', 'Testing_truth',
+                                        phantom.TRUTH_LIST]
     assert sorted(os.listdir(os.path.join(root, 'BRATS2015_Training'))) == ['HGG', 'LGG']
     assert os.listdir(os.path.join(root, 'Testing')) == ['HGG_LGG']
 
@@ -204,7 +207,7 @@ def test_cli_writes_the_dataset_and_prints_a_summary(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and '3 phantom patients' in out[0]
-    assert len(all_files(root)) == 3 * 5
+    assert len(all_files(root)) == 3 * 5 + 1
     assert len(os.listdir(os.path.join(root, 'Testing', 'HGG_LGG'))) == 1
 
 
@@ -216,3 +219,13 @@ def test_cli_rejects_bad_input_in_one_line(tmp_path, capsys, argv):
     assert code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_truth_list_pairs_test_images_with_their_kept_apart_truth(dataset):
+    root, records = dataset
+    listed = read_patient_list(os.path.join(root, phantom.TRUTH_LIST), require_labels=True)
+    tests = [record for record in records if record.split == 'test']
+    assert [patient.name for patient in listed] == [record.name for record in tests]
+    for patient, record in zip(listed, tests):
+        assert patient.label == record.truth and patient.flair == record.images['Flair']
+        assert patient.flair_id == record.flair_id

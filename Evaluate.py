@@ -15,6 +15,7 @@ from tqdm import tqdm
 from model import cli
 from model.atomic import atomic_output
 from model.brats import DataError, find_prediction, load_patient, read_volume
+from model.figures import save_example
 from model.labels import check_labels
 from model.lists import read_patient_list
 from model.metrics import mean_row, metric_columns, score_regions
@@ -23,6 +24,7 @@ LIST = 'data/lists/val.txt'
 PRED_DIR = 'data/predictions'
 OUTPUT = ''        # '' means PRED_DIR/metrics.csv
 RUN_NAME = ''      # '' accepts any VSD.<run>.<FlairID>.mha
+EXAMPLE_PNG = ''   # e.g. image/example.png: FLAIR | prediction | truth of the median-WT-Dice patient
 
 
 def parse_args(argv):
@@ -31,19 +33,26 @@ def parse_args(argv):
     parser.add_argument('--pred-dir', default=PRED_DIR, help='folder of predictions')
     parser.add_argument('--output', default=OUTPUT, help="metrics CSV ('' for PRED_DIR/metrics.csv)")
     parser.add_argument('--run-name', default=RUN_NAME, help='only VSD.<run>.<id>.mha predictions')
+    parser.add_argument('--example-png', default=EXAMPLE_PNG,
+                        help="paper-style figure of the median-WT-Dice patient ('' for none)")
     return parser.parse_args(argv)
 
 
-def score_patient(patient, pred_dir, run_name):
-    """Metrics row of one patient; raises DataError on a missing or misplaced prediction."""
-    _, truth, geometry = load_patient(patient)
+def load_pair(patient, pred_dir, run_name):
+    """(image, truth, prediction, geometry) of a patient; DataError on a bad prediction."""
+    image, truth, geometry = load_patient(patient)
     path = find_prediction(patient, pred_dir, run_name or None)
     prediction, predicted_geometry = read_volume(path)
     if not geometry.matches(predicted_geometry):
         raise DataError('{}: prediction grid differs from patient {}\'s images (size {} vs {}, '
                         'origin {} vs {})'.format(path, patient.name, predicted_geometry.size,
                                                   geometry.size, predicted_geometry.origin, geometry.origin))
-    prediction = check_labels(prediction, 'brats2015', path)
+    return image, truth, check_labels(prediction, 'brats2015', path), geometry
+
+
+def score_patient(patient, pred_dir, run_name):
+    """Metrics row of one patient."""
+    _, truth, prediction, geometry = load_pair(patient, pred_dir, run_name)
     spacing_zyx = tuple(reversed(geometry.spacing))
     return dict(patient=patient.name, **score_regions(prediction, truth, spacing_zyx))
 
@@ -66,11 +75,20 @@ def write_csv(rows, path):
     columns = ['patient'] + metric_columns()
     with atomic_output(path) as temporary:
         with open(temporary, 'w', newline='') as stream:
-            writer = csv.writer(stream)
+            writer = csv.writer(stream, lineterminator='\n')
             writer.writerow(columns)
             for row in rows:
                 writer.writerow([row['patient']] + ['' if math.isnan(row[name]) else '{:.6f}'.format(row[name])
                                                     for name in columns[1:]])
+
+
+def save_median_example(patients, rows, pred_dir, run_name, path):
+    """Write the FLAIR | prediction | truth figure of the patient with the median WT Dice."""
+    order = sorted(range(len(patients)), key=lambda index: rows[index]['WT_dice'])
+    patient = patients[order[len(order) // 2]]
+    image, truth, prediction, _ = load_pair(patient, pred_dir, run_name)
+    save_example(image[..., 0], prediction, truth, path,
+                 title='{} (WT Dice {:.3f})'.format(patient.name, rows[patients.index(patient)]['WT_dice']))
 
 
 @cli.reports_bad_input
@@ -86,6 +104,9 @@ def main(argv=None):
     write_csv(rows, output)
     print(format_table(rows))
     print('wrote {}'.format(output))
+    if args.example_png:
+        save_median_example(patients, rows, args.pred_dir, args.run_name, args.example_png)
+        print('wrote {}'.format(args.example_png))
     return 0
 
 

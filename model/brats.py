@@ -37,6 +37,9 @@ _NIFTI_NAME = re.compile(r'^(?P<case>.+)_(?P<kind>flair|t1ce|t1|t2|seg)\.nii(?:\
 _NIFTI_KINDS = {'flair': 'flair', 't1': 't1', 't1ce': 't1c', 't2': 't2', 'seg': 'label'}
 _GRADES = ('HGG', 'LGG')
 _INT16 = np.iinfo(np.int16)
+# ITK prints its own warnings about unreadable files straight to stderr; read_volume reports
+# every problem in one line instead.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 
 class DataError(InputError):
@@ -209,6 +212,8 @@ def find_patients(roots, on_incomplete=None):
                 raise DataError('{}: duplicate patient id {} (also at {})'.format(
                     patient_dir, patient.name, os.path.dirname(patients[patient.name].flair)))
             patients[patient.name] = patient
+    if not patients:
+        raise DataError('{}: every patient found is incomplete'.format(', '.join(roots)))
     return [patients[name] for name in sorted(patients)]
 
 

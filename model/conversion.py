@@ -104,6 +104,11 @@ def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_s
         os.remove(sidecar_file)
     try:
         shards = _write_shards(tasks, workers, list_name)
+    except BaseException:
+        # Leave no shard behind on failure: those completed before it would be orphans
+        # (the sidecar is already gone).
+        _remove_matching(shard_pattern)
+        raise
     finally:
         _remove_matching(partial_glob(shard_pattern))
     sidecar = {
@@ -127,7 +132,10 @@ def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_s
 
 def _write_shards(tasks, workers, list_name):
     shards = []
-    progress = tqdm(total=len(tasks), desc='{} shards'.format(list_name), unit='shard')
+    # disable=None: no bar unless stderr is a terminal, so logs and captured stderr hold
+    # only the one-line error on bad input.
+    progress = tqdm(total=len(tasks), desc='{} shards'.format(list_name), unit='shard',
+                    disable=None)
     with progress, _pool(workers) as pool:
         for shard in pool.imap_unordered(write_shard, tasks):
             shards.append(shard)

@@ -18,7 +18,7 @@ def write_patient_list(patients, path):
     """Write patients to a list file atomically."""
     with atomic_output(path) as temporary:
         with open(temporary, 'w', newline='') as stream:
-            writer = csv.writer(stream)
+            writer = csv.writer(stream, lineterminator='\n')
             writer.writerow(COLUMNS)
             for patient in patients:
                 writer.writerow([patient.name, patient.flair, patient.t1, patient.t1c, patient.t2,

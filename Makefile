@@ -1,0 +1,26 @@
+# make demo : set up .venv and run the whole pipeline on the built-in phantom dataset
+# make test : set up .venv and run the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := data/demo
+
+.PHONY: demo test bench clean-demo
+
+$(VENV)/installed: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	touch $@
+
+test: $(VENV)/installed
+	$(BIN)/python -m pytest -q tests
+
+demo: $(VENV)/installed
+	$(BIN)/python demo.py --work-dir $(DEMO)
+
+bench: $(VENV)/installed
+	$(BIN)/python bench/run.py
+
+clean-demo:
+	rm -rf $(DEMO)

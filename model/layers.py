@@ -1,0 +1,172 @@
+"""Raw `tf.nn` layer helpers for the DCR network: conv, dilated conv, batch norm, deconv.
+
+TF1-style graph code (`tensorflow.compat.v1`) without tf.layers, Keras or slim. Every helper
+creates its variables with `tf.get_variable` inside `tf.variable_scope(name)`, so variables
+are shared whenever the caller's scope reuses them. All tensors are NHWC and every op used
+here has both a CPU and a GPU kernel.
+
+Variable names inside a helper's scope:
+  conv / deconv: `weights` (and `biases` when `use_bias`);
+  batch_norm: `gamma`, `beta`, `moving_mean`, `moving_variance`.
+Conv and deconv kernels, and nothing else, go into `WEIGHT_DECAY_COLLECTION` for the L2 loss.
+"""
+import tensorflow.compat.v1 as tf
+
+WEIGHT_DECAY_COLLECTION = 'dcr_weight_decay'
+
+
+def _register_for_weight_decay(kernel):
+    """Add `kernel` to WEIGHT_DECAY_COLLECTION once, even when its scope is built twice."""
+    collection = tf.get_collection_ref(WEIGHT_DECAY_COLLECTION)
+    if not any(kernel is existing for existing in collection):
+        collection.append(kernel)
+
+
+def _in_channels(x):
+    """Static channel count of the NHWC tensor `x`.
+
+    Raises:
+      ValueError: if the channel dimension is not known when the graph is built.
+    """
+    channels = x.shape.as_list()[-1]
+    if channels is None:
+        raise ValueError('{}: the channel dimension must be known statically'.format(x.name))
+    return channels
+
+
+def conv(x, filters, kernel_size, stride=1, dilation=1, use_bias=False, name='conv'):
+    """2-D convolution with 'SAME' padding and He-normal initialisation.
+
+    Dilated convolutions use `tf.nn.conv2d(dilations=...)`, which runs natively on CPU
+    (oneDNN) and GPU (cuDNN) in TF 2.x and is faster than the space-to-batch
+    `tf.nn.atrous_conv2d`.
+
+    Args:
+      x: float tensor [N, H, W, C].
+      filters: number of output channels.
+      kernel_size: side of the square kernel.
+      stride: spatial stride.
+      dilation: dilation (atrous) rate; 1 for an ordinary convolution.
+      use_bias: add a learned bias, initialised to zero.
+      name: variable scope of the layer.
+
+    Returns:
+      Tensor [N, ceil(H / stride), ceil(W / stride), filters].
+
+    Raises:
+      ValueError: if both stride and dilation exceed 1 (not supported by Conv2D), or if C
+        is not known statically.
+    """
+    if stride > 1 and dilation > 1:
+        raise ValueError('{}: stride {} and dilation {} cannot both exceed 1'.format(
+            name, stride, dilation))
+    with tf.variable_scope(name):
+        kernel = tf.get_variable(
+            'weights', [kernel_size, kernel_size, _in_channels(x), filters],
+            initializer=tf.variance_scaling_initializer(
+                scale=2.0, mode='fan_in', distribution='truncated_normal'))
+        _register_for_weight_decay(kernel)
+        y = tf.nn.conv2d(x, kernel, strides=[1, stride, stride, 1], padding='SAME',
+                         dilations=[1, dilation, dilation, 1])
+        if use_bias:
+            biases = tf.get_variable('biases', [filters], initializer=tf.zeros_initializer())
+            y = tf.nn.bias_add(y, biases)
+        return y
+
+
+def batch_norm(x, is_training, name='bn', decay=0.99, epsilon=1e-5):
+    """Fused batch normalisation over the channels of an NHWC tensor.
+
+    In training mode the batch statistics normalise `x`, and the ops that move
+    `moving_mean` / `moving_variance` towards them (exponential average with `decay`) are
+    added to `tf.GraphKeys.UPDATE_OPS`; the train op must depend on them. In inference mode
+    the moving statistics are used.
+
+    Args:
+      x: float tensor [N, H, W, C].
+      is_training: Python bool.
+      name: variable scope of the layer.
+      decay: momentum of the moving averages.
+      epsilon: added to the variance before the square root.
+
+    Returns:
+      Tensor of the shape of `x`.
+
+    Raises:
+      ValueError: if C is not known statically.
+    """
+    channels = _in_channels(x)
+    with tf.variable_scope(name):
+        gamma = tf.get_variable('gamma', [channels], initializer=tf.ones_initializer())
+        beta = tf.get_variable('beta', [channels], initializer=tf.zeros_initializer())
+        moving_collections = [tf.GraphKeys.GLOBAL_VARIABLES,
+                              tf.GraphKeys.MOVING_AVERAGE_VARIABLES]
+        moving_mean = tf.get_variable('moving_mean', [channels], trainable=False,
+                                      initializer=tf.zeros_initializer(),
+                                      collections=moving_collections)
+        moving_variance = tf.get_variable('moving_variance', [channels], trainable=False,
+                                          initializer=tf.ones_initializer(),
+                                          collections=moving_collections)
+        if not is_training:
+            y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
+                                             variance=moving_variance, epsilon=epsilon,
+                                             is_training=False)
+            return y
+        y, batch_mean, batch_variance = tf.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=epsilon, is_training=True)
+        for moving, batch in ((moving_mean, batch_mean), (moving_variance, batch_variance)):
+            update = tf.assign_sub(moving, (moving - batch) * (1.0 - decay))
+            tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+        return y
+
+
+def relu(x, name=None):
+    """Rectified linear unit."""
+    return tf.nn.relu(x, name=name)
+
+
+def max_pool(x, size, stride, name=None):
+    """Max pooling over square `size` windows with 'SAME' padding."""
+    return tf.nn.max_pool2d(x, ksize=[1, size, size, 1], strides=[1, stride, stride, 1],
+                            padding='SAME', name=name)
+
+
+def deconv(x, filters, kernel_size=4, stride=2, name='deconv'):
+    """Transposed convolution that upsamples H and W by `stride`, without bias.
+
+    The output shape uses the dynamic batch size and the static spatial size times
+    `stride`. The kernel is initialised to preserve the activation variance of a linear
+    layer: each output pixel sums (kernel_size / stride)^2 * C input terms.
+
+    Args:
+      x: float tensor [N, H, W, C] with H and W known statically.
+      filters: number of output channels.
+      kernel_size: side of the square kernel (4 with stride 2 avoids checkerboard gaps).
+      stride: upsampling factor.
+      name: variable scope of the layer.
+
+    Returns:
+      Tensor [N, H * stride, W * stride, filters].
+
+    Raises:
+      ValueError: if H, W or C is not known statically.
+    """
+    in_channels = _in_channels(x)
+    height, width = x.shape.as_list()[1:3]
+    if height is None or width is None:
+        raise ValueError('{}: the spatial size must be known statically, got {}'.format(
+            name, x.shape))
+    with tf.variable_scope(name):
+        # variance_scaling computes fan_in = k*k*shape[-2] = k*k*filters for this
+        # [k, k, out, in] kernel; rescale it to the true fan-in k*k*in/stride^2.
+        kernel = tf.get_variable(
+            'weights', [kernel_size, kernel_size, filters, in_channels],
+            initializer=tf.variance_scaling_initializer(
+                scale=float(stride * stride * filters) / in_channels, mode='fan_in',
+                distribution='truncated_normal'))
+        _register_for_weight_decay(kernel)
+        output_shape = tf.stack([tf.shape(x)[0], height * stride, width * stride, filters])
+        y = tf.nn.conv2d_transpose(x, kernel, output_shape, strides=[1, stride, stride, 1],
+                                   padding='SAME')
+        y.set_shape([x.shape[0], height * stride, width * stride, filters])
+        return y

@@ -6,6 +6,7 @@ user would (each command is printed first): readfile -> create_pascal_tf_record 
 and the paper-style figure in image/example.png. The network is the real DCR architecture at
 reduced width, so that it trains within the demo's budget.
 """
+import csv
 import os
 import shlex
 import sys
@@ -28,6 +29,7 @@ TRAIN_FLAGS = ['--num-steps', '600', '--batch-size', '8', '--crop-size', '160', 
                '--dice-weight', '1', '--validate-every-steps', '200', '--save-every-steps', '200',
                '--summary-every-steps', '50']
 EXAMPLE_PNG = 'image/example.png'
+TARGET_WT_DICE = 0.80
 
 
 def run(script, argv):
@@ -61,9 +63,19 @@ def main(argv=None):
                     '--output-dir', predictions, '--save-png', '--overwrite'])
     run(Evaluate, ['--list', os.path.join(data, phantom.TRUTH_LIST), '--pred-dir', predictions,
                    '--example-png', EXAMPLE_PNG])
+    metrics = os.path.join(predictions, 'metrics.csv')
+    wt_dice = mean_wt_dice(metrics)
     print('\ndemo finished in {:.1f} minutes; metrics: {}, figure: {}'.format(
-        (time.time() - started) / 60, os.path.join(predictions, 'metrics.csv'), EXAMPLE_PNG))
-    return 0
+        (time.time() - started) / 60, metrics, EXAMPLE_PNG))
+    print('mean WT Dice on the {} phantom test patients: {:.3f} (the demo expects >= {:.2f})'.format(
+        NUM_VAL_TEST, wt_dice, TARGET_WT_DICE))
+    return 0 if wt_dice >= TARGET_WT_DICE else 1
+
+
+def mean_wt_dice(metrics_csv):
+    """The WT Dice of the `mean` row of Evaluate.py's CSV."""
+    with open(metrics_csv, newline='') as stream:
+        return next(float(row['WT_dice']) for row in csv.DictReader(stream) if row['patient'] == 'mean')
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO := data/demo
+DEMO := demo
 
 .PHONY: demo test bench clean-demo
 

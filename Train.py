@@ -48,6 +48,7 @@ SAVE_EVERY_MINUTES = 10.0
 KEEP_CHECKPOINTS = 5
 SUMMARY_EVERY_STEPS = 100
 VALIDATE_EVERY_STEPS = 2000
+TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much training time
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
 
 
@@ -85,6 +86,8 @@ def parse_args(argv):
     add('--keep-checkpoints', type=int, default=KEEP_CHECKPOINTS)
     add('--summary-every-steps', type=int, default=SUMMARY_EVERY_STEPS)
     add('--validate-every-steps', type=int, default=VALIDATE_EVERY_STEPS)
+    add('--time-budget-minutes', type=float, default=TIME_BUDGET_MINUTES,
+        help='stop and save after this many minutes of training (0: no limit)')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
     return parser.parse_args(argv)
 
@@ -146,7 +149,8 @@ def main(argv=None):
     schedule = Schedule(num_steps=args.num_steps, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
                         save_every_steps=args.save_every_steps, save_every_minutes=args.save_every_minutes,
                         keep_checkpoints=args.keep_checkpoints, summary_every_steps=args.summary_every_steps,
-                        validate_every_steps=args.validate_every_steps)
+                        validate_every_steps=args.validate_every_steps,
+                        time_budget_minutes=args.time_budget_minutes)
     print('training on {} slices of {} patients; validating on {} patients'.format(
         sidecar['num_examples'], sidecar['num_patients'], len(val_patients)))
     try:

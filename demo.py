@@ -18,8 +18,9 @@ import Train
 import create_pascal_tf_record
 import readfile
 from model import cli, phantom
+from model.figures import draw_architecture
 
-WORK_DIR = 'data/demo'
+WORK_DIR = 'demo'
 NUM_HGG = 8
 NUM_LGG = 2
 NUM_VAL_TEST = 4
@@ -29,6 +30,7 @@ TRAIN_FLAGS = ['--num-steps', '600', '--batch-size', '8', '--crop-size', '160', 
                '--dice-weight', '1', '--validate-every-steps', '200', '--save-every-steps', '200',
                '--summary-every-steps', '50']
 EXAMPLE_PNG = 'image/example.png'
+PIPELINE_PNG = 'image/pipeline.png'
 TARGET_WT_DICE = 0.80
 
 
@@ -63,10 +65,11 @@ def main(argv=None):
                     '--output-dir', predictions, '--save-png', '--overwrite'])
     run(Evaluate, ['--list', os.path.join(data, phantom.TRUTH_LIST), '--pred-dir', predictions,
                    '--example-png', EXAMPLE_PNG])
+    draw_architecture(PIPELINE_PNG)
     metrics = os.path.join(predictions, 'metrics.csv')
     wt_dice = mean_wt_dice(metrics)
-    print('\ndemo finished in {:.1f} minutes; metrics: {}, figure: {}'.format(
-        (time.time() - started) / 60, metrics, EXAMPLE_PNG))
+    print('\ndemo finished in {:.1f} minutes; metrics: {}, figures: {}, {}'.format(
+        (time.time() - started) / 60, metrics, EXAMPLE_PNG, PIPELINE_PNG))
     print('mean WT Dice on the {} phantom test patients: {:.3f} (the demo expects >= {:.2f})'.format(
         NUM_VAL_TEST, wt_dice, TARGET_WT_DICE))
     return 0 if wt_dice >= TARGET_WT_DICE else 1

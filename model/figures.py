@@ -120,3 +120,19 @@ def save_pipeline(shapes, path, title='DCR network'):
 def _arrow(axis, start, end):
     axis.annotate('', xy=end, xytext=start,
                   arrowprops=dict(arrowstyle='->', color='#555555', shrinkA=18, shrinkB=18))
+
+
+def draw_architecture(path, config=None, size=224):
+    """Write image/pipeline.png for a NetworkConfig (default: the paper's DCR-A network)."""
+    from model.dcr import NetworkConfig, stage_shapes
+    config = config or NetworkConfig()
+    title = 'DCR-{} network, dilations {}, width x{:g} ({}x{} input)'.format(
+        config.dcr_type, ','.join(map(str, config.dilations)), config.width, size, size)
+    save_pipeline(stage_shapes(config, size, size), path, title=title)
+
+
+if __name__ == '__main__':
+    import sys
+    from model import cli
+    cli.graph_mode()
+    draw_architecture(sys.argv[1] if len(sys.argv) > 1 else 'image/pipeline.png')

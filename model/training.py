@@ -46,6 +46,7 @@ class Schedule:
     keep_checkpoints: int = 5
     summary_every_steps: int = 100
     validate_every_steps: int = 1000
+    time_budget_minutes: float = 0.0
 
 
 def learning_rate(schedule, global_step):
@@ -185,6 +186,7 @@ class Trainer:
         """Save CKPT/model.ckpt-<step>."""
         self.saver.save(session, os.path.join(self.ckpt_dir, checkpoints.CHECKPOINT_PREFIX),
                         global_step=step)
+        self._saved_step, self._saved_time = step, time.time()
 
     def _validate(self, session, step):
         scores = validate(session, self.predictor, self.val_patients)
@@ -192,50 +194,65 @@ class Trainer:
                                     for name, value in scores.items()])
         self.writer.add_summary(summary, step)
         saved = self.best.offer(session, scores, step)
+        self._validated_step = step
         self.log('step {}: validation Dice {}{}'.format(step, ', '.join(
             '{} {:.3f}'.format(name, value) for name, value in scores.items()),
             ' (best so far, saved)' if saved else ''))
 
-    def _is_due(self, step, every):
+    @staticmethod
+    def _is_due(step, every):
         return every > 0 and step % every == 0
+
+    def _train_step(self, session, bar, batch_size):
+        """One optimiser step (with summaries when due); returns the new global step."""
+        fetches = {'train_op': self.graph['train_op'], 'step': self.graph['global_step'],
+                   'loss': self.graph['loss']['total']}
+        step_before = bar.n
+        if self._is_due(step_before + 1, self.schedule.summary_every_steps):
+            fetches['summaries'] = self.graph['summaries']
+        started = time.time()
+        values = session.run(fetches)
+        step = int(values['step'])
+        if not np.isfinite(values['loss']):
+            raise TrainingError('loss is {} at step {}; stopped without saving it (last good '
+                                'checkpoint: step {})'.format(values['loss'], step, self._saved_step))
+        if 'summaries' in values:
+            self.writer.add_summary(values['summaries'], step)
+        bar.update(step - step_before)
+        bar.set_postfix(loss='{:.4f}'.format(values['loss']),
+                        slices_per_s='{:.1f}'.format(batch_size / (time.time() - started)))
+        return step
+
+    def _save_if_due(self, session, step):
+        minutes = (time.time() - self._saved_time) / 60.0
+        if self._is_due(step, self.schedule.save_every_steps) or minutes >= self.schedule.save_every_minutes:
+            self.save(session, step)
 
     def run(self, session, batch_size):
         """Train until the schedule's num_steps (or a stop signal); returns the final step."""
-        step = self.restore_or_initialize(session)
+        step = first_step = self.restore_or_initialize(session)
+        self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
-        fetches = {name: self.graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
-        fetches['loss'] = self.graph['loss']['total']
-        last_save, last_saved_step = time.time(), step
+        budget = self.schedule.time_budget_minutes * 60.0 or math.inf
+        started = time.time()
         with StopRequest() as stop, tqdm(total=self.schedule.num_steps, initial=step,
-                                         unit='step', desc='training') as bar:
-            while step < self.schedule.num_steps and stop.signal_name is None:
-                with_summary = self._is_due(step + 1, self.schedule.summary_every_steps)
-                started = time.time()
-                values = session.run(dict(fetches, **({'summaries': self.graph['summaries']}
-                                                      if with_summary else {})))
-                step = int(values['global_step'])
-                if not np.isfinite(values['loss']):
-                    raise TrainingError('loss is {} at step {}; stopped without saving (last good '
-                                        'checkpoint: step {})'.format(values['loss'], step, last_saved_step))
-                if with_summary:
-                    self.writer.add_summary(values['summaries'], step)
-                bar.update(1)
-                bar.set_postfix(loss='{:.4f}'.format(values['loss']),
-                                slices_per_s='{:.1f}'.format(batch_size / (time.time() - started)))
-                minutes = (time.time() - last_save) / 60.0
-                if (self._is_due(step, self.schedule.save_every_steps)
-                        or minutes >= self.schedule.save_every_minutes):
-                    self.save(session, step)
-                    last_save, last_saved_step = time.time(), step
+                                         unit='step', desc='training', mininterval=1.0) as bar:
+            while (step < self.schedule.num_steps and stop.signal_name is None
+                   and time.time() - started < budget):
+                step = self._train_step(session, bar, batch_size)
+                self._save_if_due(session, step)
                 if self.best and self._is_due(step, self.schedule.validate_every_steps):
                     self._validate(session, step)
-            if last_saved_step != step:
-                self.save(session, step)
-            if self.best and not self._is_due(step, self.schedule.validate_every_steps):
-                self._validate(session, step)
+        if step != self._saved_step:
+            self.save(session, step)
+        if self.best and step > first_step and self._validated_step != step and not stop.signal_name:
+            self._validate(session, step)
         self.writer.flush()
         if stop.signal_name:
             self.log('{} received: saved step {} and stopped'.format(stop.signal_name, step))
+        elif step < self.schedule.num_steps:
+            self.log('time budget of {:g} minutes used: saved step {} and stopped'.format(
+                self.schedule.time_budget_minutes, step))
         return step
 
 

@@ -82,10 +82,10 @@ def main(argv=None):
     args = parse_args(argv)
     cli.graph_mode()
     patients = read_patient_list(args.list)
-    check_output_dir(args.output_dir, patients)
     done = skipped = 0
     with restored_predictor(args.ckpt_dir, args.checkpoint, args.batch_size, args.flip,
                             args.gpu_memory_fraction) as (session, predictor, checkpoint):
+        check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))
             if os.path.exists(output_path) and not args.overwrite:

@@ -139,7 +139,7 @@ class BestCheckpoint:
 
     def __init__(self, ckpt_dir):
         self.directory = os.path.join(ckpt_dir, checkpoints.BEST_DIR)
-        self.saver = tf.train.Saver(max_to_keep=1, name='best_saver')
+        self.saver = tf.train.Saver(max_to_keep=1, name='best_saver', save_relative_paths=True)
         self.score = -math.inf
         path = os.path.join(self.directory, BEST_SCORE_FILE)
         if os.path.exists(path):
@@ -168,7 +168,8 @@ class Trainer:
         self.schedule = schedule
         self.predictor = predictor
         self.val_patients = list(val_patients)
-        self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints)
+        # Relative paths in CKPT/checkpoint keep a moved or copied run folder resumable.
+        self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints, save_relative_paths=True)
         self.best = BestCheckpoint(ckpt_dir) if self.val_patients else None
         self.writer = tf.summary.FileWriter(log_dir)
         self.log = tqdm.write
@@ -179,6 +180,8 @@ class Trainer:
         latest = tf.train.latest_checkpoint(self.ckpt_dir)
         if latest:
             checkpoints.restore(session, latest, tf.global_variables())
+            state = tf.train.get_checkpoint_state(self.ckpt_dir)
+            self.saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
             self.log('resumed from {}'.format(latest))
         return int(session.run(self.graph['global_step']))
 

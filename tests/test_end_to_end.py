@@ -1,0 +1,290 @@
+"""All five scripts in-process at tiny size: phantom -> readfile -> create_pascal_tf_record ->
+Train -> Inference -> Evaluate, their refusals, and prediction geometry on real BRATS data."""
+import contextlib
+import csv
+import io
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow.compat.v1 as tf
+
+tf.disable_v2_behavior()
+
+import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
+import Evaluate  # noqa: E402
+import Inference  # noqa: E402
+import readfile  # noqa: E402
+import Train  # noqa: E402
+from model import checkpoints, phantom  # noqa: E402
+from model.brats import find_patients  # noqa: E402
+from model.lists import read_patient_list, write_patient_list  # noqa: E402
+
+SHAPE = (24, 96, 96)
+RUN_NAME = 'e2e'
+TRAIN_FLAGS = ['--num-steps', '2', '--batch-size', '2', '--crop-size', '64', '--width', '0.125',
+               '--refine-filters', '8', '--shuffle-buffer', '16', '--save-every-steps', '1',
+               '--validate-every-steps', '100']
+METRIC_COLUMNS = ['{}_{}'.format(region, metric) for region in ('WT', 'TC', 'ET')
+                  for metric in ('dice', 'ppv', 'sensitivity', 'hd95')]
+INTEGER_PIXELS = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16,
+                  sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64}
+REAL_2018_CASE = 'Brats18_TCIA10_628_1'
+
+
+def run(script, argv):
+    """script.main(argv) in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = script.main([str(arg) for arg in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def error_line(stderr):
+    """The one error line of stderr; anything else there may only be progress bars."""
+    lines = [line for line in re.split(r'[\r\n]', stderr) if line.strip()]
+    errors = [line for line in lines if ': error: ' in line]
+    assert len(errors) == 1, lines
+    assert all('%|' in line for line in lines if line not in errors), lines
+    return errors[0]
+
+
+def assert_same_grid(prediction_path, flair_path):
+    """The prediction keeps the input's size, spacing, origin and direction exactly."""
+    predicted, source = sitk.ReadImage(prediction_path), sitk.ReadImage(flair_path)
+    assert predicted.GetSize() == source.GetSize()
+    assert predicted.GetSpacing() == source.GetSpacing()
+    assert predicted.GetOrigin() == source.GetOrigin()
+    assert predicted.GetDirection() == source.GetDirection()
+    assert predicted.GetPixelID() in INTEGER_PIXELS, predicted.GetPixelIDTypeAsString()
+    labels = sitk.GetArrayFromImage(predicted)
+    assert labels.min() >= 0 and labels.max() <= 4
+    return labels
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+    """Run the five scripts once; returns paths and every script's (code, stdout, stderr)."""
+    root = str(tmp_path_factory.mktemp('e2e'))
+    paths = {name: os.path.join(root, name) for name in
+             ('phantom', 'lists', 'records', 'ckpt', 'pred', 'example.png')}
+    phantom.generate_dataset(paths['phantom'], num_hgg=3, num_lgg=1, num_test=2, shape=SHAPE,
+                             progress=False)
+    paths.update(train=os.path.join(paths['lists'], 'train.txt'),
+                 val=os.path.join(paths['lists'], 'val.txt'),
+                 test=os.path.join(paths['lists'], 'test.txt'),
+                 truth=os.path.join(paths['phantom'], phantom.TRUTH_LIST))
+    results = {}
+    results['readfile'] = run(readfile, [
+        '--data-dir', os.path.join(paths['phantom'], 'BRATS2015_Training'),
+        '--data-dir', os.path.join(paths['phantom'], 'Testing'),
+        '--list-dir', paths['lists'], '--val-fraction', '0.25'])
+    results['records'] = run(create_pascal_tf_record, [
+        '--list', paths['train'], '--output-dir', paths['records'], '--workers', '1'])
+    results['train'] = run(Train, [
+        '--train-records', os.path.join(paths['records'], 'train-*'), '--val-list', paths['val'],
+        '--ckpt-dir', paths['ckpt']] + TRAIN_FLAGS)
+    results['inference'] = run(Inference, [
+        '--list', paths['test'], '--ckpt-dir', paths['ckpt'], '--output-dir', paths['pred'],
+        '--run-name', RUN_NAME, '--save-png'])
+    results['evaluate'] = run(Evaluate, [
+        '--list', paths['truth'], '--pred-dir', paths['pred'], '--example-png', paths['example.png']])
+    return paths, results
+
+
+@pytest.fixture
+def test_patients(pipeline):
+    paths, _ = pipeline
+    return read_patient_list(paths['test'])
+
+
+def test_every_script_succeeds(pipeline):
+    paths, results = pipeline
+    for name, (code, out, err) in results.items():
+        assert code == 0, (name, err)
+    assert len(read_patient_list(paths['train'])) == 3
+    assert len(read_patient_list(paths['val'])) == 1
+    assert os.path.exists(os.path.join(paths['ckpt'], checkpoints.BEST_DIR, 'best.json'))
+    assert 'reached step 2' in results['train'][1]
+
+
+def test_one_prediction_per_test_patient_on_the_input_grid(pipeline, test_patients):
+    paths, _ = pipeline
+    assert len(test_patients) == 2
+    expected = sorted('VSD.{}.{}.mha'.format(RUN_NAME, patient.flair_id) for patient in test_patients)
+    assert sorted(name for name in os.listdir(paths['pred']) if name.endswith('.mha')) == expected
+    for patient in test_patients:
+        labels = assert_same_grid(os.path.join(paths['pred'], patient.prediction_name(RUN_NAME)),
+                                  patient.flair)
+        flair = sitk.GetArrayFromImage(sitk.ReadImage(patient.flair))
+        assert labels.shape == flair.shape == SHAPE
+
+
+def test_metrics_csv_has_the_contract_columns_and_a_mean_row(pipeline, test_patients):
+    paths, results = pipeline
+    with open(os.path.join(paths['pred'], 'metrics.csv'), newline='') as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ['patient'] + METRIC_COLUMNS
+    assert ','.join(rows[0]) == ('patient,WT_dice,WT_ppv,WT_sensitivity,WT_hd95,TC_dice,TC_ppv,'
+                                 'TC_sensitivity,TC_hd95,ET_dice,ET_ppv,ET_sensitivity,ET_hd95')
+    assert [row[0] for row in rows[1:]] == sorted(p.name for p in test_patients) + ['mean']
+    values = np.array([[float(cell) if cell else np.nan for cell in row[1:]] for row in rows[1:]])
+    with np.errstate(all='ignore'):
+        means = np.nanmean(values[:-1], axis=0)
+    np.testing.assert_allclose(values[-1], means, atol=1e-5, equal_nan=True)
+    dice = values[:, [METRIC_COLUMNS.index(name) for name in ('WT_dice', 'TC_dice', 'ET_dice')]]
+    assert np.all((dice >= 0) & (dice <= 1))
+    assert 'mean' in results['evaluate'][1]
+
+
+def test_pngs_are_written(pipeline, test_patients):
+    paths, _ = pipeline
+    for path in [paths['example.png']] + [os.path.join(paths['pred'], p.name + '.png')
+                                          for p in test_patients]:
+        with open(path, 'rb') as stream:
+            assert stream.read(8) == b'\x89PNG\r\n\x1a\n', path
+
+
+# ---------------------------------------------------------------- Inference behaviour
+
+
+def identity(path):
+    status = os.stat(path)
+    return status.st_ino, status.st_mtime_ns
+
+
+def test_inference_skips_existing_predictions_unless_overwrite(pipeline, tmp_path):
+    paths, _ = pipeline
+    output = str(tmp_path / 'pred')
+    shutil.copytree(paths['pred'], output)
+    predictions = sorted(os.path.join(output, name) for name in os.listdir(output)
+                         if name.endswith('.mha'))
+    before = [identity(path) for path in predictions]
+    argv = ['--list', paths['test'], '--ckpt-dir', paths['ckpt'], '--output-dir', output,
+            '--run-name', RUN_NAME]
+    code, out, err = run(Inference, argv)
+    assert code == 0, err
+    assert 'wrote 0 predictions' in out and '2 already there' in out
+    assert [identity(path) for path in predictions] == before
+
+    code, out, err = run(Inference, argv + ['--overwrite'])
+    assert code == 0, err
+    assert 'wrote 2 predictions' in out
+    after = [identity(path) for path in predictions]
+    assert all(new != old for new, old in zip(after, before))
+    for path in predictions:
+        original = os.path.join(paths['pred'], os.path.basename(path))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(original)))
+
+
+def test_inference_refuses_an_output_folder_holding_input_volumes(pipeline, test_patients):
+    paths, _ = pipeline
+    folder = os.path.dirname(test_patients[1].t1c)
+    before = sorted(os.listdir(folder))
+    code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],
+                                     '--output-dir', folder])
+    assert code == 2
+    line = error_line(err)
+    assert folder in line and 'input volume' in line
+    assert sorted(os.listdir(folder)) == before
+
+
+@pytest.mark.parametrize('content', ['nothing', 'config only', 'missing folder'])
+def test_inference_needs_config_and_a_checkpoint(pipeline, tmp_path, content):
+    paths, _ = pipeline
+    ckpt = tmp_path / 'ckpt'
+    if content != 'missing folder':
+        ckpt.mkdir()
+    if content == 'config only':
+        shutil.copy(checkpoints.config_path(paths['ckpt']), str(ckpt))
+    code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', ckpt,
+                                     '--output-dir', tmp_path / 'pred'])
+    assert code == 2
+    line = error_line(err)
+    assert str(ckpt) in line
+    expected = {'nothing': 'config.json', 'config only': 'no checkpoint',
+                'missing folder': 'does not exist'}[content]
+    assert expected in line, line
+    predictions = os.listdir(str(tmp_path / 'pred')) if (tmp_path / 'pred').exists() else []
+    assert predictions == []
+
+
+# ---------------------------------------------------------------- Evaluate refusals
+
+
+def test_evaluate_names_the_patient_without_a_prediction(pipeline, test_patients, tmp_path):
+    paths, _ = pipeline
+    output = tmp_path / 'pred'
+    output.mkdir()
+    present, missing = test_patients
+    shutil.copy(os.path.join(paths['pred'], present.prediction_name(RUN_NAME)), str(output))
+    code, out, err = run(Evaluate, ['--list', paths['truth'], '--pred-dir', output])
+    assert code == 2
+    line = error_line(err)
+    assert missing.name in line and 'no prediction' in line
+    assert not (output / 'metrics.csv').exists()
+
+
+@pytest.mark.parametrize('change', ['size', 'origin', 'spacing'])
+def test_evaluate_refuses_a_prediction_on_another_grid(pipeline, test_patients, tmp_path, change):
+    paths, _ = pipeline
+    output = tmp_path / 'pred'
+    shutil.copytree(paths['pred'], str(output))
+    patient = test_patients[0]
+    path = str(output / patient.prediction_name(RUN_NAME))
+    image = sitk.ReadImage(path)
+    if change == 'size':
+        moved = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[:, :-8])
+        moved.SetSpacing(image.GetSpacing())
+        moved.SetOrigin(image.GetOrigin())
+        moved.SetDirection(image.GetDirection())
+    else:
+        moved = sitk.Image(image)
+        if change == 'origin':
+            moved.SetOrigin(tuple(o + 5.0 for o in image.GetOrigin()))
+        else:
+            moved.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(moved, path, True)
+    code, out, err = run(Evaluate, ['--list', paths['truth'], '--pred-dir', output])
+    assert code == 2
+    line = error_line(err)
+    assert os.path.basename(path) in line and patient.name in line and 'grid' in line
+
+
+# ---------------------------------------------------------------- real BRATS geometry
+
+
+def real_inference(pipeline, list_path, output):
+    paths, _ = pipeline
+    code, out, err = run(Inference, ['--list', list_path, '--ckpt-dir', paths['ckpt'],
+                                     '--output-dir', output])
+    assert code == 0, err
+    return sorted(os.listdir(str(output)))
+
+
+def test_real_brats2015_prediction_keeps_the_input_geometry(brats2015_root, pipeline, tmp_path):
+    lists = tmp_path / 'lists'
+    code, out, err = run(readfile, ['--data-dir', brats2015_root, '--list-dir', lists,
+                                    '--val-fraction', '0'])
+    assert code == 0, err
+    (patient,) = read_patient_list(str(lists / 'test.txt'))
+    assert patient.name == 'brats_tcia_pat124_0003'
+    assert real_inference(pipeline, str(lists / 'test.txt'), tmp_path / 'pred') == [
+        'VSD.dcr.35557.mha']
+    labels = assert_same_grid(str(tmp_path / 'pred' / 'VSD.dcr.35557.mha'), patient.flair)
+    image = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(p)) for p in patient.modality_paths], -1)
+    assert labels.shape == image.shape[:3] == (155, 240, 240)
+    assert not labels[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+def test_real_brats2018_prediction_keeps_the_input_geometry(brats2018_root, pipeline, tmp_path):
+    (patient,) = [p for p in find_patients([brats2018_root]) if p.name == REAL_2018_CASE]
+    list_path = str(tmp_path / 'case.txt')
+    write_patient_list([patient], list_path)
+    assert real_inference(pipeline, list_path, tmp_path / 'pred') == [REAL_2018_CASE + '.nii.gz']
+    labels = assert_same_grid(str(tmp_path / 'pred' / (REAL_2018_CASE + '.nii.gz')), patient.flair)
+    assert labels.shape == (155, 240, 240)

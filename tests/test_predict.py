@@ -1,0 +1,179 @@
+"""model/predict.py: brain windows, cut/paste, and whole-volume prediction."""
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+tf.disable_v2_behavior()
+
+from model import dcr, phantom, predict  # noqa: E402  (after disable_v2_behavior)
+from model.normalization import CLIP_SD  # noqa: E402
+
+TINY = dcr.NetworkConfig(width=0.125, refine_filters=8)
+CHANNELS = ('Flair', 'T1', 'T1c', 'T2')   # model.brats.MODALITIES order
+
+
+def phantom_image(shape, seed=0):
+    """(z, y, x, 4) int16 image of one synthetic patient, channels flair, t1, t1c, t2."""
+    patient = phantom.synthesize_patient(np.random.default_rng((seed, 0)), 'HGG', shape)
+    return np.stack([patient.images[name] for name in CHANNELS], axis=-1)
+
+
+def reference_normalisation(window, brain_voxels):
+    """z-score per channel over the volume's brain voxels, clipped, zero outside the brain."""
+    brain_voxels = brain_voxels.astype(np.float64)
+    mean, std = brain_voxels.mean(axis=0), brain_voxels.std(axis=0)
+    window = window.astype(np.float64)
+    inside = np.any(window != 0, axis=-1, keepdims=True)
+    return np.where(inside, np.clip((window - mean) / std, -CLIP_SD, CLIP_SD), 0.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize('start_y,start_x,size', [(3, 5, 16), (-4, 20, 16), (30, -6, 32),
+                                                  (-8, -8, 64)])
+def test_cut_and_paste_are_inverse_on_the_window(start_y, start_x, size):
+    volume = np.random.RandomState(0).randint(1, 100, size=(3, 40, 48, 2)).astype(np.int16)
+    window = predict.cut_window(volume, start_y, start_x, size)
+    assert window.shape == (3, size, size, 2)
+    inside = np.zeros(volume.shape[:3], bool)
+    inside[:, max(start_y, 0):start_y + size, max(start_x, 0):start_x + size] = True
+    # Outside the frame the window is zero padding.
+    assert np.count_nonzero(window[..., 0]) == inside[0].sum() * 3
+    for channel in range(2):
+        pasted = predict.paste_window(window[..., channel], volume.shape[:3], start_y, start_x)
+        assert pasted.shape == volume.shape[:3] and pasted.dtype == volume.dtype
+        np.testing.assert_array_equal(pasted, np.where(inside, volume[..., channel], 0))
+        again = predict.cut_window(pasted, start_y, start_x, size)
+        np.testing.assert_array_equal(again, window[..., channel])
+
+
+def brain_mask(frame, box):
+    """(2, frame, frame) mask whose brain bounding box is (y0, y1, x0, x1), ends exclusive."""
+    y0, y1, x0, x1 = box
+    mask = np.zeros((2, frame[0], frame[1]), bool)
+    mask[0, y0:y1, x0] = mask[1, y0, x0:x1] = True
+    mask[1, y1 - 1, x1 - 1] = True
+    return mask
+
+
+@pytest.mark.parametrize('frame,box,crop,size', [
+    ((240, 240), (40, 200, 60, 190), 64, 160),      # brain larger than the crop
+    ((240, 240), (100, 130, 10, 40), 224, 224),     # small brain near the edge: crop size
+    ((96, 96), (0, 96, 10, 80), 64, 96),            # 96-wide brain, crop 64 -> 96
+    ((128, 96), (2, 100, 5, 90), 32, 128),           # window wider than the frame
+    ((48, 48), (10, 40, 12, 30), 64, 64),           # frame smaller than the crop: padding
+    ((240, 240), (0, 240, 0, 240), 224, 256),       # brain fills the frame
+])
+def test_brain_window_covers_the_brain(frame, box, crop, size):
+    mask = brain_mask(frame, box)
+    got, start_y, start_x = predict.brain_window(mask, crop)
+    assert got == size
+    assert got % 32 == 0 and got >= crop
+    y0, y1, x0, x1 = box
+    assert start_y <= y0 and start_y + got >= y1
+    assert start_x <= x0 and start_x + got >= x1
+    for start, extent in ((start_y, frame[0]), (start_x, frame[1])):
+        if got <= extent:
+            assert 0 <= start <= extent - got     # inside the frame when it fits
+        else:
+            assert start < 0 and start + got > extent
+    window = predict.cut_window(mask, start_y, start_x, got)
+    assert window.sum() == mask.sum()             # nothing of the brain is cut off
+
+
+def test_brain_window_of_an_empty_mask():
+    assert predict.brain_window(np.zeros((3, 64, 64), bool), 64) == (64, 0, 0)
+    assert predict.window_size(0, 40) == 64 and predict.window_size(65, 32) == 96
+
+
+# ---------------------------------------------------------------- Predictor
+
+
+@pytest.fixture(scope='module')
+def network():
+    """A graph and session with a random tiny network, and a Predictor built into it."""
+    graph = tf.Graph()
+    predictor = predict.Predictor(TINY, crop_size=64, batch_size=4)
+    with graph.as_default():
+        tf.set_random_seed(0)
+        predictor.build(graph)
+        session = tf.Session(graph=graph)
+        session.run(tf.global_variables_initializer())
+        # The random network is overconfident (saturated softmax); tame its last layer so
+        # that flip averaging rarely meets exact ties.
+        kernel = [v for v in tf.global_variables() if v.op.name == 'dcr/logits/weights'][0]
+        session.run(kernel.assign(kernel * 0.01))
+    yield graph, session, predictor
+    session.close()
+
+
+@pytest.fixture(scope='module')
+def image():
+    image = phantom_image((24, 96, 96))
+    brain = np.any(image != 0, axis=(1, 2, 3))
+    assert brain.any() and not brain.all()      # some slices hold no brain
+    return image
+
+
+def test_predict_returns_labels_of_the_input_grid(network, image):
+    graph, session, predictor = network
+    slices = []
+    labels = predictor.predict(session, image, progress=slices.append)
+    assert labels.dtype == np.uint8 and labels.shape == image.shape[:3]
+    assert labels.max() <= 4
+    brainless = ~np.any(image != 0, axis=(1, 2, 3))
+    assert not labels[brainless].any()
+    assert sum(slices) == int((~brainless).sum())
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_predict_equals_the_network_on_the_normalised_centred_window(network, image, flip):
+    graph, session, predictor = network
+    if flip:
+        predictor = predict.Predictor(TINY, crop_size=64, batch_size=4, flip=True)
+    labels = predictor.predict(session, image)
+    brain = np.any(image != 0, axis=-1)
+    size, start_y, start_x = predict.brain_window(brain, 64)
+    assert size == 96                            # the phantom brain is wider than the crop
+    slices = np.flatnonzero(brain.any(axis=(1, 2)))
+    chosen = slices[[0, len(slices) // 2, -1]]
+    window = predict.cut_window(image[chosen], start_y, start_x, size)
+    normalised = reference_normalisation(window, image[brain])
+    with graph.as_default():
+        placeholder = tf.placeholder(tf.float32, [None, size, size, 4])
+        probabilities = tf.nn.softmax(dcr.build_network(placeholder, TINY, is_training=False))
+    value = session.run(probabilities, {placeholder: normalised})
+    if flip:   # the average with the prediction of the left-right mirrored window
+        mirrored = session.run(probabilities, {placeholder: normalised[:, :, ::-1]})
+        value = (value + mirrored[:, :, ::-1]) / 2.0
+    expected = predict.paste_window(np.argmax(value, axis=-1).astype(np.uint8),
+                                    (len(chosen),) + image.shape[1:3], start_y, start_x)
+    # Compare where the decision is not a numerical tie between two classes.
+    top_two = np.sort(value, axis=-1)[..., -2:]
+    clear = predict.paste_window((top_two[..., 1] - top_two[..., 0] > 1e-5).astype(np.uint8),
+                                 expected.shape, start_y, start_x).astype(bool)
+    outside = np.ones(expected.shape, bool)
+    outside[:, max(start_y, 0):start_y + size, max(start_x, 0):start_x + size] = False
+    clear |= outside
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(labels[chosen][clear], expected[clear])
+    assert len(np.unique(expected[clear])) >= 3, 'degenerate random network: the check is void'
+
+
+def test_flip_averaging_runs_in_the_same_graph(network, image):
+    graph, session, _ = network
+    flipped = predict.Predictor(TINY, crop_size=64, batch_size=8, flip=True)
+    variables = len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))
+    labels = flipped.predict(session, image)
+    assert len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)) == variables  # shared
+    assert labels.dtype == np.uint8 and labels.shape == image.shape[:3]
+    assert not labels[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+def test_frame_smaller_than_the_crop_is_padded(network):
+    graph, session, predictor = network
+    small = phantom_image((16, 48, 48), seed=1)
+    labels = predictor.predict(session, small)
+    assert labels.shape == (16, 48, 48) and labels.dtype == np.uint8
+    assert not labels[~np.any(small != 0, axis=(1, 2, 3))].any()

@@ -1,0 +1,199 @@
+"""Train.py and model/training.py at tiny width on tiny phantom records: checkpoints, config,
+resume, validation, TensorBoard events, refusals and NaN handling."""
+import contextlib
+import glob
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+tf.disable_v2_behavior()
+
+import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
+import Train  # noqa: E402
+from model import checkpoints, phantom  # noqa: E402
+from model.brats import find_patients  # noqa: E402
+from model.dcr import NetworkConfig, build_network  # noqa: E402
+from model.lists import write_patient_list  # noqa: E402
+
+SHAPE = (24, 96, 96)
+NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
+EXPECTED_CONFIG = NetworkConfig(dcr_type='C', dilations=(6, 3, 2, 1), width=0.125, refine_filters=8)
+TINY_RUN = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',
+            '--save-every-steps', '1', '--summary-every-steps', '1',
+            '--validate-every-steps', '100'] + NETWORK
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """Records of 4 tiny phantom training patients, and a validation list of a fifth."""
+    root = str(tmp_path_factory.mktemp('train'))
+    phantom.generate_dataset(os.path.join(root, 'phantom'), num_hgg=3, num_lgg=2, num_test=0,
+                             shape=SHAPE, progress=False)
+    patients = find_patients([os.path.join(root, 'phantom')])
+    lists = {'train': os.path.join(root, 'train.txt'), 'val': os.path.join(root, 'val.txt')}
+    write_patient_list(patients[:4], lists['train'])
+    write_patient_list(patients[4:], lists['val'])
+    records = os.path.join(root, 'records')
+    assert create_pascal_tf_record.main(['--list', lists['train'], '--output-dir', records,
+                                         '--workers', '1']) == 0
+    return dict(root=root, records=os.path.join(records, 'train-*'), **lists)
+
+
+def train(data, ckpt_dir, *extra, val_list=''):
+    """Train.main in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ['--train-records', data['records'], '--ckpt-dir', str(ckpt_dir), '--val-list', val_list]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = Train.main(argv + list(extra))
+    return code, out.getvalue(), err.getvalue()
+
+
+def checkpoint_steps(ckpt_dir):
+    return sorted(int(re.search(r'model\.ckpt-(\d+)\.index$', path).group(1))
+                  for path in glob.glob(os.path.join(str(ckpt_dir), 'model.ckpt-*.index')))
+
+
+def error_lines(stderr):
+    """stderr without tqdm progress bars."""
+    return [line for line in re.split(r'[\r\n]', stderr) if line.strip() and 'Train' in line]
+
+
+def snapshot(ckpt_dir):
+    return {name: os.stat(os.path.join(ckpt_dir, name)).st_mtime_ns
+            for name in os.listdir(ckpt_dir) if name.startswith('model.ckpt-')}
+
+
+@pytest.fixture(scope='module')
+def first_run(data):
+    """Two steps with validation; what it left is recorded before any other test runs on it."""
+    ckpt = os.path.join(data['root'], 'run')
+    logs = os.path.join(data['root'], 'logs')
+    code, out, err = train(data, ckpt, '--num-steps', '2', '--log-dir', logs, *TINY_RUN,
+                           val_list=data['val'])
+    assert code == 0, err
+    with open(os.path.join(ckpt, checkpoints.BEST_DIR, 'best.json')) as stream:
+        best = json.load(stream)
+    return {'ckpt': ckpt, 'logs': logs, 'out': out, 'steps': checkpoint_steps(ckpt),
+            'latest': tf.train.latest_checkpoint(ckpt), 'best': best,
+            'best_checkpoint': tf.train.latest_checkpoint(os.path.join(ckpt, checkpoints.BEST_DIR)),
+            'files': snapshot(ckpt)}
+
+
+def test_checkpoints_are_named_by_global_step(first_run):
+    assert first_run['steps'] == [1, 2]
+    assert first_run['latest'] == os.path.join(first_run['ckpt'], 'model.ckpt-2')
+    assert tf.train.load_variable(first_run['latest'], 'global_step') == 2
+    assert 'reached step 2' in first_run['out']
+
+
+def test_config_json_rebuilds_the_same_network(first_run):
+    network, crop_size, training = checkpoints.read_config(first_run['ckpt'])
+    assert network == EXPECTED_CONFIG
+    assert crop_size == 64
+    assert training['batch_size'] == 2 and training['train_records'].endswith('train-*')
+    with open(checkpoints.config_path(first_run['ckpt'])) as stream:
+        assert NetworkConfig.from_dict(json.load(stream)['network']) == EXPECTED_CONFIG
+    # The checkpoint holds every variable of the network that config describes.
+    with tf.Graph().as_default():
+        build_network(tf.placeholder(tf.float32, [None, 64, 64, 4]), network, is_training=False)
+        checkpoints.check_compatible(first_run['latest'], tf.global_variables())
+
+
+def test_tensorboard_events_in_the_log_dir(first_run):
+    events = glob.glob(os.path.join(first_run['logs'], 'events.out.tfevents.*'))
+    assert events
+    tags = set()
+    for path in events:
+        for event in tf.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert {'loss/total', 'loss/cross_entropy', 'learning_rate', 'validation/dice_mean'} <= tags
+
+
+def test_validation_keeps_the_best_checkpoint(first_run):
+    best = first_run['best']
+    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step'}
+    assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
+    np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
+    assert first_run['best_checkpoint'] == os.path.join(
+        first_run['ckpt'], checkpoints.BEST_DIR, 'model.ckpt-{}'.format(best['step']))
+    assert 'validating on 1 patients' in first_run['out']
+    assert 'validation Dice' in first_run['out']
+
+
+def test_rerun_with_more_steps_resumes(data, first_run):
+    ckpt = first_run['ckpt']
+    assert tf.train.latest_checkpoint(ckpt) == os.path.join(ckpt, 'model.ckpt-2')
+    before = snapshot(ckpt)
+    code, out, err = train(data, ckpt, '--num-steps', '4', '--log-dir', first_run['logs'], *TINY_RUN,
+                           val_list=data['val'])
+    assert code == 0, err
+    assert 'resumed from {}'.format(os.path.join(ckpt, 'model.ckpt-2')) in out
+    assert checkpoint_steps(ckpt) == [1, 2, 3, 4]
+    assert tf.train.latest_checkpoint(ckpt) == os.path.join(ckpt, 'model.ckpt-4')
+    assert tf.train.load_variable(os.path.join(ckpt, 'model.ckpt-4'), 'global_step') == 4
+    # Steps 1 and 2 were not trained (and saved) again.
+    after = snapshot(ckpt)
+    assert {name: after[name] for name in before} == before
+    # Adam's bias-correction counter continued too: beta1^(steps + 1).
+    np.testing.assert_allclose(
+        tf.train.load_variable(os.path.join(ckpt, 'model.ckpt-4'), 'beta1_power'), 0.9 ** 5, rtol=1e-5)
+
+
+def test_a_copied_run_folder_uses_its_own_checkpoints(first_run, tmp_path):
+    copy = str(tmp_path / 'copy')
+    shutil.copytree(first_run['ckpt'], copy)
+    latest = tf.train.latest_checkpoint(copy)
+    assert latest and os.path.dirname(latest) == copy
+    best = tf.train.latest_checkpoint(os.path.join(copy, checkpoints.BEST_DIR))
+    assert best and os.path.dirname(best) == os.path.join(copy, checkpoints.BEST_DIR)
+    assert checkpoints.find_checkpoint(copy) == best
+
+
+@pytest.mark.parametrize('change', [['--width', '0.25'], ['--dcr-type', 'A'],
+                                    ['--dilations', '12,6,3,1'], ['--crop-size', '96']])
+def test_another_network_in_the_same_ckpt_dir_is_refused(data, first_run, change):
+    config_file = checkpoints.config_path(first_run['ckpt'])
+    with open(config_file, 'rb') as stream:
+        stored = stream.read()
+    steps = checkpoint_steps(first_run['ckpt'])
+    code, out, err = train(data, first_run['ckpt'], '--num-steps', '10', *(TINY_RUN + change))
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, lines
+    assert config_file in lines[0] and 'another network configuration' in lines[0]
+    with open(config_file, 'rb') as stream:
+        assert stream.read() == stored
+    assert checkpoint_steps(first_run['ckpt']) == steps
+
+
+@pytest.mark.parametrize('crop', ['48', '100'])
+def test_crop_size_must_be_a_multiple_of_32(data, tmp_path, crop):
+    run = [arg if arg != '64' else crop for arg in TINY_RUN]
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', *run)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--crop-size {}'.format(crop) in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
+
+
+def test_nan_loss_stops_without_saving_that_step(data, tmp_path):
+    ckpt = tmp_path / 'ckpt'
+    code, out, err = train(data, ckpt, '--num-steps', '6', '--learning-rate', '1e30',
+                           '--save-every-minutes', '1000', *TINY_RUN)
+    assert code == 1
+    (line,) = error_lines(err)
+    match = re.match(r'Train\.py: error: loss is (nan|inf|-inf) at step (\d+); stopped without '
+                     r'saving.*last good checkpoint: step (\d+)\)?$', line)
+    assert match, line
+    bad_step, last_good = int(match.group(2)), int(match.group(3))
+    assert bad_step > last_good
+    steps = checkpoint_steps(ckpt)
+    assert bad_step not in steps and all(step < bad_step for step in steps)
+    assert steps[-1] == last_good
+    assert 'reached step' not in out

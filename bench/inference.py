@@ -1,0 +1,162 @@
+"""Benchmark 3: Inference.py on one real BRATS2015 patient against the pure forward pass.
+
+A full-width checkpoint comes from a 1-step Train.py run on the benchmark's records (its
+weights do not matter for speed). Every child process here is pinned to 2 CPUs.
+
+- Whole script: `python Inference.py --list <that patient> ...` as a child process; its wall
+  time includes interpreter start-up, the TensorFlow import, graph build and restore.
+- In-process: a child calls Inference.main with the same flags; Inference.segment (read the
+  volume, predict every brain slice, write the prediction) is wrapped so that its first call
+  is warm-up and the following calls are timed. Graph build and restore are thus excluded.
+- Pure forward: in that same session, session.run of the Predictor's labels op over the same
+  brain slices, cut to the same window, in batches of the same size, already in memory as
+  float32. Timed repetitions alternate with the in-process ones.
+"""
+import argparse
+import json
+import sys
+import time
+
+from bench.common import PYTHON, ROOT, median, row, run_child, run_measured, usable_cpus
+from bench.training import NETWORK_FLAGS
+
+CORES = 2
+REPEATS, QUICK_REPEATS = 5, 2
+SCRIPT_REPEATS, QUICK_SCRIPT_REPEATS = 3, 1
+TARGET_RATIO = 1.15
+TARGET_SECONDS_PER_VOLUME = 7.0
+
+
+def _inference_flags(list_path, ckpt, output):
+    return ['--list', list_path, '--ckpt-dir', ckpt, '--output-dir', output, '--overwrite']
+
+
+def run(work, quick=False):
+    """Measure Inference.py and the pure forward pass; returns a dict of numbers."""
+    repeats = QUICK_REPEATS if quick else REPEATS
+    script_repeats = QUICK_SCRIPT_REPEATS if quick else SCRIPT_REPEATS
+    cpus = usable_cpus()[:CORES]
+    list_path = work.test_list()
+    ckpt = work.checkpoint(NETWORK_FLAGS)
+    measured, child = run_child(
+        'inference', ['--child', '--repeats', str(repeats)]
+        + _inference_flags(list_path, ckpt, work.folder('inference', 'in_process')),
+        work.path('logs', 'inference', 'in_process'), cpus)
+    inference_s = median(child['segment_times_s'])
+    forward_s = median(child['forward_times_s'])
+    scripts = [run_measured([PYTHON, 'Inference.py'] + _inference_flags(
+                   list_path, ckpt, work.folder('inference', 'script')),
+                   work.path('logs', 'inference', 'script_{}'.format(repeat)), cpus)
+               for repeat in range(script_repeats)]
+    return {
+        'cores': len(cpus),
+        'patient': child['patient'],
+        'volume_shape': child['volume_shape'],
+        'slices_predicted': child['slices'],
+        'window_size': child['window_size'],
+        'batch_size': child['batch_size'],
+        'repeats': repeats,
+        'inference_s_per_volume': inference_s,
+        'inference_times_s': child['segment_times_s'],
+        'forward_s_per_volume': forward_s,
+        'forward_times_s': child['forward_times_s'],
+        'forward_slices_per_s': child['slices'] / forward_s,
+        'ratio_inference_to_forward': inference_s / forward_s,
+        'first_segment_call_s': child['first_call_s'],
+        'build_and_restore_s': child['build_restore_s'],
+        'script_repeats': script_repeats,
+        'script_wall_s': median([script['wall_s'] for script in scripts]),
+        'script_wall_s_all': [script['wall_s'] for script in scripts],
+        'script_peak_rss_mib': max(script['peak_rss_mib'] for script in scripts),
+        'checkpoint_train_1_step_wall_s': work.prepared['train_1_step']['wall_s'],
+    }
+
+
+def rows(result):
+    """Table rows of a result of `run`."""
+    seconds, ratio = result['inference_s_per_volume'], result['ratio_inference_to_forward']
+    return [
+        row('patient, slices predicted, window, batch ({} cores)'.format(result['cores']),
+            '{}, {} slices, {}x{}, batch {}'.format(result['patient'], result['slices_predicted'],
+                                                    result['window_size'], result['window_size'],
+                                                    result['batch_size'])),
+        row('Inference.py in-process, per volume (median of {}, excl. build/restore)'.format(
+            result['repeats']), seconds, 's', '<= {}'.format(TARGET_SECONDS_PER_VOLUME),
+            seconds <= TARGET_SECONDS_PER_VOLUME),
+        row('pure forward of the same slices, per volume', result['forward_s_per_volume'], 's'),
+        row('pure forward rate', result['forward_slices_per_s'], 'slices/s', digits=1),
+        row('ratio inference / forward', ratio, '', '<= {}'.format(TARGET_RATIO), ratio <= TARGET_RATIO),
+        row('python Inference.py, whole process wall (median of {})'.format(result['script_repeats']),
+            result['script_wall_s'], 's', digits=1),
+        row('Inference.main start to first patient (args, list, graph build, restore)',
+            result['build_and_restore_s'], 's', digits=1),
+        row('peak RSS, Inference.py process', result['script_peak_rss_mib'], 'MiB', digits=0),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The child process: python -m bench.inference --child ...
+
+def _measuring_segment(segment, repeats, report):
+    """Wraps Inference.segment: one warm-up call, then timed calls alternating with forward passes."""
+    def measuring_segment(session, predictor, patient, output_path, args):
+        import numpy as np
+        from model.brats import load_patient
+        from model.normalization import brain_mask, intensity_stats
+        from model.predict import brain_window, cut_window
+
+        report['build_restore_s'] = time.perf_counter() - report.pop('main_started')
+        began = time.perf_counter()
+        labels = segment(session, predictor, patient, output_path, args)
+        report['first_call_s'] = time.perf_counter() - began
+
+        image, _, _ = load_patient(patient, with_label=False)
+        mask = brain_mask(image)
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        size, start_y, start_x = brain_window(mask, predictor.crop_size)
+        mean, std = intensity_stats(image)
+        raw_input, mean_input, std_input, labels_op = predictor._graph_for(session.graph, size)
+        batches = [cut_window(image[slices[first:first + predictor.batch_size]], start_y, start_x,
+                              size).astype(np.float32)
+                   for first in range(0, len(slices), predictor.batch_size)]
+        segment_times, forward_times = [], []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            segment(session, predictor, patient, output_path, args)
+            segment_times.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            for batch in batches:
+                session.run(labels_op, {raw_input: batch, mean_input: mean, std_input: std})
+            forward_times.append(time.perf_counter() - began)
+        report.update({'patient': patient.name, 'volume_shape': list(image.shape),
+                       'slices': int(len(slices)), 'window_size': int(size),
+                       'batch_size': predictor.batch_size, 'segment_times_s': segment_times,
+                       'forward_times_s': forward_times})
+        return labels
+    return measuring_segment
+
+
+def child_main(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--child', action='store_true', required=True)
+    parser.add_argument('--repeats', type=int, required=True)
+    parser.add_argument('--result', required=True)
+    args, inference_argv = parser.parse_known_args(argv)
+    sys.path.insert(0, ROOT)
+    import Inference
+    report = {}
+    Inference.segment = _measuring_segment(Inference.segment, args.repeats, report)
+    report['main_started'] = time.perf_counter()
+    code = Inference.main(inference_argv)
+    if code:
+        return code
+    if 'segment_times_s' not in report:
+        print('bench.inference: Inference.main predicted no patient', file=sys.stderr)
+        return 1
+    with open(args.result, 'w') as stream:
+        json.dump(report, stream)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(child_main(sys.argv[1:]))

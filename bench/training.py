@@ -1,0 +1,174 @@
+"""Benchmark 2: Train.py's step rate on the real input pipeline against one constant batch.
+
+Both runs are child processes that call Train.main with the same flags (full width, crop 224,
+batch 8, DCR-A, the script's defaults otherwise). Train.main parses the flags and builds every
+configuration object itself; only model.training.train, the function it hands them to, is
+replaced by `_measuring_train`, which builds the graph as `train` does:
+
+  (a) pipeline: model.input.training_dataset -> one-shot iterator -> build_training_graph
+  (b) constant: one batch pulled from that same pipeline (in a throwaway graph), embedded as
+      tf.constant -> build_training_graph
+  (c) input (diagnostic, no target): the pipeline alone, batches pulled with no network, to
+      show whether the input can keep up and what it costs
+
+and runs the loop's fetches (train op, global step, batch Dice, loss) in a Session with
+model.predict.session_config, like Trainer.run, without checkpoints or summaries. The first
+steps (shuffle-buffer fill, graph optimisation) are warm-up and not timed. The peak RSS is
+that of the whole pipeline child process (os.wait4).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from bench.common import ROOT, median, row, run_child
+
+BATCH_SIZE = 8
+NETWORK_FLAGS = ['--batch-size', str(BATCH_SIZE), '--dcr-type', 'A', '--width', '1.0',
+                 '--crop-size', '224']
+STEPS, QUICK_STEPS = 20, 3
+WARMUP_STEPS, QUICK_WARMUP_STEPS = 3, 1
+MODES = ('pipeline', 'constant', 'input')   # input: the pipeline alone, no network (diagnostic)
+INPUT_BATCHES_PER_STEP = 3                  # the input-only run times this many batches per step
+TARGET_RATIO = 0.9
+TARGET_PEAK_RSS_GIB = 4.0
+
+
+def run(work, quick=False):
+    """Measure both modes, each in its own child process; returns a dict of numbers."""
+    steps = QUICK_STEPS if quick else STEPS
+    warmup = QUICK_WARMUP_STEPS if quick else WARMUP_STEPS
+    records = work.records()
+    result = {'batch_size': BATCH_SIZE, 'steps': steps, 'warmup_steps': warmup}
+    for mode in MODES:
+        measured, child = run_child(
+            'training', ['--child', mode, '--records', records, '--steps', str(steps),
+                         '--warmup', str(warmup), '--ckpt-dir', work.folder('training', mode)],
+            work.path('logs', 'training', mode))
+        step_times = child['step_times_s']
+        if mode == 'input':
+            result.update({'input_only_slices_per_s': BATCH_SIZE * len(step_times) / sum(step_times),
+                           'input_only_batches': len(step_times),
+                           'input_only_process_cpu_s': measured['cpu_s'],
+                           'input_only_process_wall_s': measured['wall_s']})
+            continue
+        result.update({
+            mode + '_slices_per_s': BATCH_SIZE * len(step_times) / sum(step_times),
+            mode + '_median_step_s': median(step_times),
+            mode + '_step_times_s': step_times,
+            mode + '_warmup_times_s': child['warmup_times_s'],
+            mode + '_graph_build_s': child['graph_build_s'],
+            mode + '_process_wall_s': measured['wall_s'],
+            mode + '_peak_rss_gib': measured['peak_rss_mib'] / 1024.0,
+        })
+        result['network'] = child['network']
+        result['augment'] = child['augment']
+    result['ratio_pipeline_to_constant'] = result['pipeline_slices_per_s'] / result['constant_slices_per_s']
+    return result
+
+
+def rows(result):
+    """Table rows of a result of `run`."""
+    ratio, peak = result['ratio_pipeline_to_constant'], result['pipeline_peak_rss_gib']
+    timed = '{} steps after {} warm-up'.format(result['steps'], result['warmup_steps'])
+    return [
+        row('Train.py, real pipeline ({})'.format(timed), result['pipeline_slices_per_s'], 'slices/s'),
+        row('same graph, constant batch ({})'.format(timed), result['constant_slices_per_s'], 'slices/s'),
+        row('ratio pipeline / constant', ratio, '', '>= {}'.format(TARGET_RATIO), ratio >= TARGET_RATIO),
+        row('peak RSS, real-pipeline process (batch {})'.format(result['batch_size']), peak, 'GiB',
+            '<= {}'.format(TARGET_PEAK_RSS_GIB), peak <= TARGET_PEAK_RSS_GIB),
+        row('first warm-up step, real pipeline (fills the shuffle buffer)',
+            result['pipeline_warmup_times_s'][0], 's', digits=1),
+        row('input pipeline alone, no network ({} batches)'.format(result['input_only_batches']),
+            result['input_only_slices_per_s'], 'slices/s', digits=1),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The child process: python -m bench.training --child MODE ...
+
+def _measuring_train(mode, steps, warmup, report):
+    """A stand-in for model.training.train with the same signature, that times steps."""
+    def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
+                        batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0):
+        import numpy as np
+        import tensorflow.compat.v1 as tf
+        from model.input import training_dataset
+        from model.predict import session_config
+        from model.training import build_training_graph
+
+        def pipeline_batch():
+            return tf.data.make_one_shot_iterator(
+                training_dataset(shard_paths, sidecar, batch_size, augment_config)).get_next()
+
+        if mode == 'input':
+            return _time_input(pipeline_batch, session_config(gpu_memory_fraction), sidecar, report)
+        if mode == 'constant':
+            with tf.Graph().as_default(), tf.Session(config=session_config(gpu_memory_fraction)) as session:
+                images, labels = session.run(pipeline_batch())
+        started = time.perf_counter()
+        with tf.Graph().as_default():
+            batch = pipeline_batch() if mode == 'pipeline' else (tf.constant(images), tf.constant(labels))
+            graph = build_training_graph(batch, network_config, loss_config, schedule)
+            fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
+            fetches['loss'] = graph['loss']['total']
+            with tf.Session(config=session_config(gpu_memory_fraction)) as session:
+                session.run(tf.global_variables_initializer())
+                report['graph_build_s'] = time.perf_counter() - started
+                times, losses = [], []
+                for _ in range(warmup + steps):
+                    began = time.perf_counter()
+                    values = session.run(fetches)
+                    times.append(time.perf_counter() - began)
+                    losses.append(float(values['loss']))
+        if not np.all(np.isfinite(losses)):
+            raise RuntimeError('non-finite loss while benchmarking: {}'.format(losses))
+        report.update({'warmup_times_s': times[:warmup], 'step_times_s': times[warmup:],
+                       'losses': losses, 'global_step': int(values['global_step']),
+                       'network': network_config.to_dict(), 'augment': vars(augment_config),
+                       'batch_size': batch_size, 'slices_in_records': sidecar['num_examples']})
+        return int(values['global_step'])
+    return measuring_train
+
+
+def _time_input(pipeline_batch, config, sidecar, report):
+    import tensorflow.compat.v1 as tf
+    batches = INPUT_BATCHES_PER_STEP * report['steps']
+    with tf.Graph().as_default():
+        batch = pipeline_batch()
+        with tf.Session(config=config) as session:
+            times = []
+            for _ in range(report['warmup'] + batches):
+                began = time.perf_counter()
+                session.run(batch)
+                times.append(time.perf_counter() - began)
+    report.update({'warmup_times_s': times[:report['warmup']], 'step_times_s': times[report['warmup']:],
+                   'slices_in_records': sidecar['num_examples']})
+    return 0
+
+
+def child_main(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--child', choices=MODES, required=True)
+    parser.add_argument('--records', required=True)
+    parser.add_argument('--steps', type=int, required=True)
+    parser.add_argument('--warmup', type=int, required=True)
+    parser.add_argument('--ckpt-dir', required=True)
+    parser.add_argument('--result', required=True)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    import Train
+    report = {'mode': args.child, 'steps': args.steps, 'warmup': args.warmup}
+    Train.train = _measuring_train(args.child, args.steps, args.warmup, report)
+    code = Train.main(['--train-records', args.records, '--val-list', '', '--ckpt-dir', args.ckpt_dir,
+                       '--num-steps', str(args.warmup + args.steps)] + NETWORK_FLAGS)
+    if code:
+        return code
+    with open(args.result, 'w') as stream:
+        json.dump(report, stream)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(child_main(sys.argv[1:]))

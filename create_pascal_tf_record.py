@@ -14,7 +14,7 @@ from model.lists import read_patient_list
 
 LIST = 'data/lists/train.txt'
 OUTPUT_DIR = 'data/records'
-WORKERS = os.cpu_count() or 1
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 NUM_SHARDS = 0
 KEEP_EMPTY_SLICES = False
 

@@ -93,7 +93,8 @@ def encode_slice(image, label, patient, index, mean, std):
         'slice/tumour': _ints([int(label.any())]),
         'schema/version': _ints([SCHEMA_VERSION]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
 
 
 _FEATURES = {

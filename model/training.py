@@ -49,14 +49,22 @@ class Schedule:
     time_budget_minutes: float = 0.0
 
 
-def learning_rate(schedule, global_step):
-    """The learning-rate tensor: constant, or cosine / polynomial decay to 0 at num_steps."""
+def learning_rate(schedule, progress):
+    """The learning-rate tensor for training progress in [0, 1]: constant, or cosine or
+    polynomial (power 0.9) decay to 0 at the end of the run."""
     if schedule.lr_decay == 'cosine':
-        return tf.train.cosine_decay(schedule.learning_rate, global_step, schedule.num_steps)
+        return schedule.learning_rate * 0.5 * (1.0 + tf.cos(math.pi * progress))
     if schedule.lr_decay == 'poly':
-        return tf.train.polynomial_decay(schedule.learning_rate, global_step, schedule.num_steps,
-                                         end_learning_rate=0.0, power=0.9)
+        return schedule.learning_rate * tf.pow(1.0 - progress, 0.9)
     return tf.constant(schedule.learning_rate)
+
+
+def progress(step, seconds, schedule):
+    """Share of the run done: by steps, or by the time budget when that is further along."""
+    done = step / float(schedule.num_steps)
+    if schedule.time_budget_minutes > 0:
+        done = max(done, seconds / (60.0 * schedule.time_budget_minutes))
+    return min(done, 1.0)
 
 
 def _image_summaries(images, labels, logits):
@@ -82,13 +90,19 @@ def build_training_graph(batch, network_config, loss_config, schedule):
 
     Returns:
       A dict of tensors and ops: 'train_op', 'global_step', 'learning_rate', 'loss' (the
-      dict of loss parts), 'batch_dice', 'summaries'.
+      dict of loss parts), 'batch_dice', 'summaries', 'progress' (the placeholder that
+      drives the learning-rate schedule), 'train_seconds' (training time so far, saved with
+      the checkpoints) and 'set_train_seconds' (its assign op and placeholder).
     """
     images, labels = batch
     global_step = tf.train.get_or_create_global_step()
+    train_seconds = tf.get_variable('train_seconds', [], tf.float64, tf.zeros_initializer(),
+                                    trainable=False)
+    seconds_input = tf.placeholder(tf.float64, [], name='train_seconds_input')
+    progress_input = tf.placeholder_with_default(tf.constant(0.0), [], name='progress')
     logits = build_network(images, network_config, is_training=True)
     loss = segmentation_loss(logits, labels, loss_config)
-    rate = learning_rate(schedule, global_step)
+    rate = learning_rate(schedule, progress_input)
     optimizer = tf.train.AdamOptimizer(rate)
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         train_op = optimizer.minimize(loss['total'], global_step=global_step)
@@ -96,7 +110,8 @@ def build_training_graph(batch, network_config, loss_config, schedule):
     scalars = [tf.summary.scalar('loss/' + name, value) for name, value in sorted(loss.items())]
     scalars += [tf.summary.scalar('learning_rate', rate), tf.summary.scalar('batch_wt_dice', wt_dice)]
     return {'train_op': train_op, 'global_step': global_step, 'learning_rate': rate, 'loss': loss,
-            'batch_dice': wt_dice,
+            'batch_dice': wt_dice, 'progress': progress_input, 'train_seconds': train_seconds,
+            'set_train_seconds': (tf.assign(train_seconds, seconds_input), seconds_input),
             'summaries': tf.summary.merge(scalars + _image_summaries(images, labels, logits))}
 
 
@@ -183,10 +198,18 @@ class Trainer:
             state = tf.train.get_checkpoint_state(self.ckpt_dir)
             self.saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
             self.log('resumed from {}'.format(latest))
+        self._seconds_before = float(session.run(self.graph['train_seconds']))
+        self._run_started = time.time()
         return int(session.run(self.graph['global_step']))
 
+    def elapsed_seconds(self):
+        """Training time of this run folder so far, across resumes."""
+        return self._seconds_before + time.time() - self._run_started
+
     def save(self, session, step):
-        """Save CKPT/model.ckpt-<step>."""
+        """Save CKPT/model.ckpt-<step> (with the training time so far)."""
+        assign, seconds = self.graph['set_train_seconds']
+        session.run(assign, {seconds: self.elapsed_seconds()})
         self.saver.save(session, os.path.join(self.ckpt_dir, checkpoints.CHECKPOINT_PREFIX),
                         global_step=step)
         self._saved_step, self._saved_time = step, time.time()
@@ -214,7 +237,8 @@ class Trainer:
         if self._is_due(step_before + 1, self.schedule.summary_every_steps):
             fetches['summaries'] = self.graph['summaries']
         started = time.time()
-        values = session.run(fetches)
+        values = session.run(fetches, {self.graph['progress']: progress(
+            step_before, self.elapsed_seconds(), self.schedule)})
         step = int(values['step'])
         if not np.isfinite(values['loss']):
             raise TrainingError('loss is {} at step {}; stopped without saving it (last good '
@@ -237,16 +261,15 @@ class Trainer:
         self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
         budget = self.schedule.time_budget_minutes * 60.0 or math.inf
-        started = time.time()
         with StopRequest() as stop, tqdm(total=self.schedule.num_steps, initial=step,
                                          unit='step', desc='training', mininterval=1.0) as bar:
             while (step < self.schedule.num_steps and stop.signal_name is None
-                   and time.time() - started < budget):
+                   and self.elapsed_seconds() < budget):
                 step = self._train_step(session, bar, batch_size)
                 self._save_if_due(session, step)
                 if self.best and self._is_due(step, self.schedule.validate_every_steps):
                     self._validate(session, step)
-        if step != self._saved_step:
+        if step > first_step:   # again at the end: the checkpoint keeps the final training time
             self.save(session, step)
         if self.best and step > first_step and self._validated_step != step and not stop.signal_name:
             self._validate(session, step)
@@ -266,7 +289,7 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
         batch = tf.data.make_one_shot_iterator(
             training_dataset(shard_paths, sidecar, batch_size, augment_config)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
-        predictor = Predictor(network_config, crop_size=augment_config.crop_size, batch_size=batch_size)
+        predictor = Predictor(network_config, batch_size=batch_size)
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)
         with tf.Session(config=session_config(gpu_memory_fraction)) as session:
             return trainer.run(session, batch_size)

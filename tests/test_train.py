@@ -197,3 +197,34 @@ def test_nan_loss_stops_without_saving_that_step(data, tmp_path):
     assert bad_step not in steps and all(step < bad_step for step in steps)
     assert steps[-1] == last_good
     assert 'reached step' not in out
+
+
+def test_learning_rate_schedules_follow_progress():
+    from model.training import Schedule, learning_rate, progress
+    schedule = Schedule(num_steps=100, learning_rate=1e-3, time_budget_minutes=10.0)
+    assert progress(50, 0.0, schedule) == 0.5
+    assert progress(10, 300.0, schedule) == 0.5        # the time budget is further along
+    assert progress(200, 0.0, schedule) == 1.0
+    with tf.Graph().as_default(), tf.Session() as session:
+        share = tf.placeholder(tf.float32, [])
+        rates = {decay: learning_rate(Schedule(num_steps=1, learning_rate=1e-3, lr_decay=decay), share)
+                 for decay in ('none', 'cosine', 'poly')}
+        for decay, start, middle in (('none', 1e-3, 1e-3), ('cosine', 1e-3, 5e-4), ('poly', 1e-3, 1e-3 * 0.5 ** 0.9)):
+            got = [session.run(rates[decay], {share: value}) for value in (0.0, 0.5, 1.0)]
+            np.testing.assert_allclose(got[:2], [start, middle], rtol=1e-5)
+            assert got[2] == pytest.approx(1e-3 if decay == 'none' else 0.0, abs=1e-9)
+
+
+def test_time_budget_stops_saves_and_counts_across_resumes(data, tmp_path):
+    ckpt = tmp_path / 'budget'
+    code, out, err = train(data, ckpt, '--num-steps', '100000', '--time-budget-minutes', '0.05', *TINY_RUN)
+    assert code == 0, err
+    assert 'time budget of 0.05 minutes used' in err + out
+    steps = checkpoint_steps(ckpt)
+    assert steps and steps[-1] < 100000
+    seconds = tf.train.load_variable(str(ckpt), 'train_seconds')
+    assert seconds >= 3.0
+    # The budget is spent: a rerun restores, trains no further step and keeps the checkpoints.
+    code, out, err = train(data, ckpt, '--num-steps', '100000', '--time-budget-minutes', '0.05', *TINY_RUN)
+    assert code == 0, err
+    assert checkpoint_steps(ckpt)[-1] == steps[-1]

@@ -53,7 +53,7 @@ def run(work, quick=False):
         'patient': child['patient'],
         'volume_shape': child['volume_shape'],
         'slices_predicted': child['slices'],
-        'window_size': child['window_size'],
+        'window': child['window'],
         'batch_size': child['batch_size'],
         'repeats': repeats,
         'inference_s_per_volume': inference_s,
@@ -77,9 +77,8 @@ def rows(result):
     seconds, ratio = result['inference_s_per_volume'], result['ratio_inference_to_forward']
     return [
         row('patient, slices predicted, window, batch ({} cores)'.format(result['cores']),
-            '{}, {} slices, {}x{}, batch {}'.format(result['patient'], result['slices_predicted'],
-                                                    result['window_size'], result['window_size'],
-                                                    result['batch_size'])),
+            '{}, {} slices, {}, batch {}'.format(result['patient'], result['slices_predicted'],
+                                                 result['window'], result['batch_size'])),
         row('Inference.py in-process, per volume (median of {}, excl. build/restore)'.format(
             result['repeats']), seconds, 's', '<= {}'.format(TARGET_SECONDS_PER_VOLUME),
             seconds <= TARGET_SECONDS_PER_VOLUME),
@@ -113,11 +112,11 @@ def _measuring_segment(segment, repeats, report):
         image, _, _ = load_patient(patient, with_label=False)
         mask = brain_mask(image)
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
-        size, start_y, start_x = brain_window(mask, predictor.crop_size)
+        window = brain_window(mask, predictor.margin)
         mean, std = intensity_stats(image)
-        raw_input, mean_input, std_input, labels_op = predictor._graph_for(session.graph, size)
-        batches = [cut_window(image[slices[first:first + predictor.batch_size]], start_y, start_x,
-                              size).astype(np.float32)
+        raw_input, mean_input, std_input, labels_op = predictor.labels_op(
+            session.graph, window.height, window.width)
+        batches = [cut_window(image[slices[first:first + predictor.batch_size]], window).astype(np.float32)
                    for first in range(0, len(slices), predictor.batch_size)]
         segment_times, forward_times = [], []
         for _ in range(repeats):
@@ -129,7 +128,7 @@ def _measuring_segment(segment, repeats, report):
                 session.run(labels_op, {raw_input: batch, mean_input: mean, std_input: std})
             forward_times.append(time.perf_counter() - began)
         report.update({'patient': patient.name, 'volume_shape': list(image.shape),
-                       'slices': int(len(slices)), 'window_size': int(size),
+                       'slices': int(len(slices)), 'window': '{}x{}'.format(window.height, window.width),
                        'batch_size': predictor.batch_size, 'segment_times_s': segment_times,
                        'forward_times_s': forward_times})
         return labels

@@ -1,11 +1,14 @@
 """Whole-volume prediction: raw volume -> normalised slices -> network -> labelled volume.
 
 Used by Inference.py and by validation during training, so both predict identically.
-Each axial slice is cut to a square window centred on the brain's bounding box (the training
-crop size, or the next multiple of 32 that holds the whole brain), predicted, and pasted back
-into the full frame; slices without brain are background. Normalisation is the same
-TensorFlow function the training pipeline uses.
+Each axial slice is cut to the volume's brain window: the brain's bounding box plus a margin,
+rounded up to multiples of 32 (the network's stride) and centred on the brain. The network
+is fully convolutional, so the window need not be the training crop; a tight window is what
+makes inference fast, and no brain voxel is ever cut off. Predictions are pasted back into
+the full frame; slices without brain are background. Normalisation is the same TensorFlow
+function the training pipeline uses.
 """
+import collections
 import contextlib
 
 import numpy as np
@@ -15,75 +18,89 @@ from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
 from model.normalization import brain_mask, intensity_stats, normalize
 
+WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
 
-def window_size(extent, minimum):
-    """Smallest multiple of 32 that is at least `minimum` and holds `extent` voxels."""
-    size = max(int(extent), int(minimum))
-    return -(-size // OUTPUT_STRIDE) * OUTPUT_STRIDE
+Window = collections.namedtuple('Window', 'height width start_y start_x')
 
 
-def brain_window(mask, minimum):
-    """Square (y, x) window around the brain of a (z, y, x) mask.
+def round_up(extent):
+    """Smallest positive multiple of 32 holding `extent` voxels."""
+    return max(-(-int(extent) // OUTPUT_STRIDE), 1) * OUTPUT_STRIDE
 
-    Returns:
-      (size, start_y, start_x); a start may be negative or the window may pass the frame's
-      far edge, where the frame is then padded with zeros.
+
+def _span(first, last, frame, margin):
+    """(size, start) of a window holding voxels first..last plus margin, centred on them."""
+    size = round_up(last - first + 1 + 2 * margin)
+    start = int(first + last + 1) // 2 - size // 2
+    if size <= frame:
+        start = min(max(start, 0), frame - size)
+    return size, start
+
+
+def brain_window(mask, margin=WINDOW_MARGIN):
+    """The (y, x) Window around the brain of a (z, y, x) mask.
+
+    A start may be negative, or the window may pass the frame's far edge, when the brain plus
+    margin is larger than the frame; cut_window pads with zeros there.
     """
     if not mask.any():
-        return window_size(0, minimum), 0, 0
+        return Window(round_up(1), round_up(1), 0, 0)
     ys = np.flatnonzero(mask.any(axis=(0, 2)))
     xs = np.flatnonzero(mask.any(axis=(0, 1)))
-    size = window_size(max(ys[-1] - ys[0] + 1, xs[-1] - xs[0] + 1), minimum)
-    starts = []
-    for first, last, frame in ((ys[0], ys[-1], mask.shape[1]), (xs[0], xs[-1], mask.shape[2])):
-        start = (first + last + 1) // 2 - size // 2
-        starts.append(min(max(start, 0), frame - size) if size <= frame else (frame - size) // 2)
-    return size, starts[0], starts[1]
+    height, start_y = _span(ys[0], ys[-1], mask.shape[1], margin)
+    width, start_x = _span(xs[0], xs[-1], mask.shape[2], margin)
+    return Window(height, width, start_y, start_x)
 
 
-def cut_window(volume, start_y, start_x, size):
-    """volume[:, y:y+size, x:x+size, ...], zero-padded where the window leaves the frame."""
+def cut_window(volume, window):
+    """volume[:, window, ...], zero-padded where the window leaves the frame."""
     pad = [(0, 0)] * volume.ndim
-    pad[1] = (max(-start_y, 0), max(start_y + size - volume.shape[1], 0))
-    pad[2] = (max(-start_x, 0), max(start_x + size - volume.shape[2], 0))
+    pad[1] = (max(-window.start_y, 0), max(window.start_y + window.height - volume.shape[1], 0))
+    pad[2] = (max(-window.start_x, 0), max(window.start_x + window.width - volume.shape[2], 0))
     padded = np.pad(volume, pad)
-    y, x = start_y + pad[1][0], start_x + pad[2][0]
-    return padded[:, y:y + size, x:x + size]
+    y, x = window.start_y + pad[1][0], window.start_x + pad[2][0]
+    return padded[:, y:y + window.height, x:x + window.width]
 
 
-def paste_window(window, frame_shape, start_y, start_x):
-    """Inverse of cut_window: place (z, size, size) into zeros of frame_shape (z, y, x)."""
-    size = window.shape[1]
-    out = np.zeros(frame_shape, window.dtype)
-    y0, x0 = max(start_y, 0), max(start_x, 0)
-    y1, x1 = min(start_y + size, frame_shape[1]), min(start_x + size, frame_shape[2])
-    out[:, y0:y1, x0:x1] = window[:, y0 - start_y:y1 - start_y, x0 - start_x:x1 - start_x]
+def paste_window(cut, frame_shape, window):
+    """Inverse of cut_window: place a (z, height, width) cut into zeros of frame_shape."""
+    out = np.zeros(frame_shape, cut.dtype)
+    y0, x0 = max(window.start_y, 0), max(window.start_x, 0)
+    y1 = min(window.start_y + window.height, frame_shape[1])
+    x1 = min(window.start_x + window.width, frame_shape[2])
+    out[:, y0:y1, x0:x1] = cut[:, y0 - window.start_y:y1 - window.start_y,
+                               x0 - window.start_x:x1 - window.start_x]
     return out
 
 
 class Predictor:
     """Predicts labelled volumes with a DCR network.
 
-    Graph pieces are added to the session's graph on first use for each window size; they
+    Graph pieces are added to the session's graph on first use for each window shape; they
     share the network's variables (built with is_training=False, so batch norm uses its
     moving statistics).
     """
 
-    def __init__(self, network_config, crop_size=224, batch_size=8, flip=False):
+    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN):
         self.network_config = network_config
-        self.crop_size = crop_size
         self.batch_size = batch_size
         self.flip = flip
+        self.margin = margin
         self._graphs = {}
 
     def build(self, graph):
-        """Add the network for the default window size to `graph` (creates its variables)."""
-        self._graph_for(graph, window_size(0, self.crop_size))
+        """Add the network to `graph` for a default window (creates its variables)."""
+        self.labels_op(graph, 224, 224)
 
-    def _graph_for(self, graph, size):
-        if size not in self._graphs:
-            with graph.as_default(), tf.name_scope('predict_{}'.format(size)):
-                raw = tf.placeholder(tf.float32, [None, size, size, 4], name='raw')
+    def labels_op(self, graph, height, width):
+        """(raw, mean, std placeholders, uint8 labels op) for windows of height x width.
+
+        raw takes float32 [N, height, width, 4] scanner intensities; mean and std the
+        volume's statistics from model.normalization.intensity_stats.
+        """
+        if (height, width) not in self._graphs:
+            with graph.as_default(), tf.name_scope('predict_{}x{}'.format(height, width)):
+                raw = tf.placeholder(tf.float32, [None, height, width, 4], name='raw')
                 mean = tf.placeholder(tf.float32, [4], name='mean')
                 std = tf.placeholder(tf.float32, [4], name='std')
                 images = normalize(raw, mean, std)
@@ -92,8 +109,8 @@ class Predictor:
                     flipped = build_network(tf.reverse(images, [2]), self.network_config, False)
                     probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
                 labels = tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
-            self._graphs[size] = (raw, mean, std, labels)
-        return self._graphs[size]
+            self._graphs[height, width] = (raw, mean, std, labels)
+        return self._graphs[height, width]
 
     def predict(self, session, image, progress=None):
         """Label volume (z, y, x) uint8 for an int16 image (z, y, x, 4).
@@ -105,17 +122,17 @@ class Predictor:
         """
         mask = brain_mask(image)
         mean, std = intensity_stats(image)
-        size, start_y, start_x = brain_window(mask, self.crop_size)
-        raw_input, mean_input, std_input, labels = self._graph_for(session.graph, size)
+        window = brain_window(mask, self.margin)
+        raw_input, mean_input, std_input, labels = self.labels_op(session.graph, window.height, window.width)
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
-        window = np.zeros((image.shape[0], size, size), np.uint8)
+        cut = np.zeros((image.shape[0], window.height, window.width), np.uint8)
         for first in range(0, len(slices), self.batch_size):
             batch = slices[first:first + self.batch_size]
-            raw = cut_window(image[batch], start_y, start_x, size).astype(np.float32)
-            window[batch] = session.run(labels, {raw_input: raw, mean_input: mean, std_input: std})
+            raw = cut_window(image[batch], window).astype(np.float32)
+            cut[batch] = session.run(labels, {raw_input: raw, mean_input: mean, std_input: std})
             if progress:
                 progress(len(batch))
-        return paste_window(window, image.shape[:3], start_y, start_x)
+        return paste_window(cut, image.shape[:3], window)
 
 
 def session_config(gpu_memory_fraction=0.0):
@@ -135,9 +152,9 @@ def restored_predictor(ckpt_dir, checkpoint=None, batch_size=8, flip=False, gpu_
     The network is rebuilt from CKPT/config.json and restored from `checkpoint`, or from
     CKPT/best/ or CKPT's latest checkpoint (see model.checkpoints.find_checkpoint).
     """
-    network_config, crop_size, _ = checkpoints.read_config(ckpt_dir)
+    network_config, _, _ = checkpoints.read_config(ckpt_dir)
     path = checkpoints.find_checkpoint(ckpt_dir, checkpoint)
-    predictor = Predictor(network_config, crop_size=crop_size, batch_size=batch_size, flip=flip)
+    predictor = Predictor(network_config, batch_size=batch_size, flip=flip)
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
         predictor.build(graph)
         checkpoints.restore(session, path, tf.global_variables())

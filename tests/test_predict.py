@@ -30,22 +30,23 @@ def reference_normalisation(window, brain_voxels):
 # ---------------------------------------------------------------- windows
 
 
-@pytest.mark.parametrize('start_y,start_x,size', [(3, 5, 16), (-4, 20, 16), (30, -6, 32),
-                                                  (-8, -8, 64)])
-def test_cut_and_paste_are_inverse_on_the_window(start_y, start_x, size):
+@pytest.mark.parametrize('start_y,start_x,height,width', [(3, 5, 16, 32), (-4, 20, 16, 16),
+                                                         (30, -6, 32, 64), (-8, -8, 64, 64)])
+def test_cut_and_paste_are_inverse_on_the_window(start_y, start_x, height, width):
     volume = np.random.RandomState(0).randint(1, 100, size=(3, 40, 48, 2)).astype(np.int16)
-    window = predict.cut_window(volume, start_y, start_x, size)
-    assert window.shape == (3, size, size, 2)
+    window = predict.Window(height, width, start_y, start_x)
+    cut = predict.cut_window(volume, window)
+    assert cut.shape == (3, height, width, 2)
     inside = np.zeros(volume.shape[:3], bool)
-    inside[:, max(start_y, 0):start_y + size, max(start_x, 0):start_x + size] = True
-    # Outside the frame the window is zero padding.
-    assert np.count_nonzero(window[..., 0]) == inside[0].sum() * 3
+    inside[:, max(start_y, 0):start_y + height, max(start_x, 0):start_x + width] = True
+    # Outside the frame the cut is zero padding.
+    assert np.count_nonzero(cut[..., 0]) == inside[0].sum() * 3
     for channel in range(2):
-        pasted = predict.paste_window(window[..., channel], volume.shape[:3], start_y, start_x)
+        pasted = predict.paste_window(cut[..., channel], volume.shape[:3], window)
         assert pasted.shape == volume.shape[:3] and pasted.dtype == volume.dtype
         np.testing.assert_array_equal(pasted, np.where(inside, volume[..., channel], 0))
-        again = predict.cut_window(pasted, start_y, start_x, size)
-        np.testing.assert_array_equal(again, window[..., channel])
+        again = predict.cut_window(pasted, window)
+        np.testing.assert_array_equal(again, cut[..., channel])
 
 
 def brain_mask(frame, box):
@@ -57,34 +58,34 @@ def brain_mask(frame, box):
     return mask
 
 
-@pytest.mark.parametrize('frame,box,crop,size', [
-    ((240, 240), (40, 200, 60, 190), 64, 160),      # brain larger than the crop
-    ((240, 240), (100, 130, 10, 40), 224, 224),     # small brain near the edge: crop size
-    ((96, 96), (0, 96, 10, 80), 64, 96),            # 96-wide brain, crop 64 -> 96
-    ((128, 96), (2, 100, 5, 90), 32, 128),           # window wider than the frame
-    ((48, 48), (10, 40, 12, 30), 64, 64),           # frame smaller than the crop: padding
-    ((240, 240), (0, 240, 0, 240), 224, 256),       # brain fills the frame
+@pytest.mark.parametrize('frame,box,margin,height,width', [
+    ((240, 240), (40, 200, 60, 190), 8, 192, 160),   # 160 + 16 -> 192; 130 + 16 -> 160
+    ((240, 240), (100, 130, 10, 40), 8, 64, 64),     # small brain near the edge
+    ((240, 240), (100, 130, 10, 40), 0, 32, 32),     # no margin
+    ((96, 96), (0, 96, 10, 80), 8, 128, 96),         # taller than the frame: padding
+    ((48, 48), (10, 40, 12, 30), 8, 64, 64),         # window larger than the frame
+    ((240, 240), (0, 240, 0, 240), 8, 256, 256),     # brain fills the frame
 ])
-def test_brain_window_covers_the_brain(frame, box, crop, size):
+def test_brain_window_covers_the_brain_and_margin(frame, box, margin, height, width):
     mask = brain_mask(frame, box)
-    got, start_y, start_x = predict.brain_window(mask, crop)
-    assert got == size
-    assert got % 32 == 0 and got >= crop
+    window = predict.brain_window(mask, margin)
+    assert (window.height, window.width) == (height, width)
     y0, y1, x0, x1 = box
-    assert start_y <= y0 and start_y + got >= y1
-    assert start_x <= x0 and start_x + got >= x1
-    for start, extent in ((start_y, frame[0]), (start_x, frame[1])):
-        if got <= extent:
-            assert 0 <= start <= extent - got     # inside the frame when it fits
+    for start, size, first, last, extent in ((window.start_y, height, y0, y1, frame[0]),
+                                             (window.start_x, width, x0, x1, frame[1])):
+        assert size % 32 == 0
+        if size <= extent:
+            assert 0 <= start <= extent - size     # inside the frame when it fits
+            assert start <= max(first - margin, 0) and start + size >= min(last + margin, extent)
         else:
-            assert start < 0 and start + got > extent
-    window = predict.cut_window(mask, start_y, start_x, got)
-    assert window.sum() == mask.sum()             # nothing of the brain is cut off
+            assert start < 0 and start + size > extent
+    cut = predict.cut_window(mask, window)
+    assert cut.sum() == mask.sum()                 # nothing of the brain is cut off
 
 
 def test_brain_window_of_an_empty_mask():
-    assert predict.brain_window(np.zeros((3, 64, 64), bool), 64) == (64, 0, 0)
-    assert predict.window_size(0, 40) == 64 and predict.window_size(65, 32) == 96
+    assert predict.brain_window(np.zeros((3, 64, 64), bool)) == (32, 32, 0, 0)
+    assert predict.round_up(0) == 32 and predict.round_up(65) == 96 and predict.round_up(64) == 64
 
 
 # ---------------------------------------------------------------- Predictor
@@ -94,7 +95,7 @@ def test_brain_window_of_an_empty_mask():
 def network():
     """A graph and session with a random tiny network, and a Predictor built into it."""
     graph = tf.Graph()
-    predictor = predict.Predictor(TINY, crop_size=64, batch_size=4)
+    predictor = predict.Predictor(TINY, batch_size=4)
     with graph.as_default():
         tf.set_random_seed(0)
         predictor.build(graph)
@@ -131,30 +132,30 @@ def test_predict_returns_labels_of_the_input_grid(network, image):
 def test_predict_equals_the_network_on_the_normalised_centred_window(network, image, flip):
     graph, session, predictor = network
     if flip:
-        predictor = predict.Predictor(TINY, crop_size=64, batch_size=4, flip=True)
+        predictor = predict.Predictor(TINY, batch_size=4, flip=True)
     labels = predictor.predict(session, image)
     brain = np.any(image != 0, axis=-1)
-    size, start_y, start_x = predict.brain_window(brain, 64)
-    assert size == 96                            # the phantom brain is wider than the crop
+    window = predict.brain_window(brain)
     slices = np.flatnonzero(brain.any(axis=(1, 2)))
     chosen = slices[[0, len(slices) // 2, -1]]
-    window = predict.cut_window(image[chosen], start_y, start_x, size)
-    normalised = reference_normalisation(window, image[brain])
+    cut = predict.cut_window(image[chosen], window)
+    normalised = reference_normalisation(cut, image[brain])
     with graph.as_default():
-        placeholder = tf.placeholder(tf.float32, [None, size, size, 4])
+        placeholder = tf.placeholder(tf.float32, [None, window.height, window.width, 4])
         probabilities = tf.nn.softmax(dcr.build_network(placeholder, TINY, is_training=False))
     value = session.run(probabilities, {placeholder: normalised})
     if flip:   # the average with the prediction of the left-right mirrored window
         mirrored = session.run(probabilities, {placeholder: normalised[:, :, ::-1]})
         value = (value + mirrored[:, :, ::-1]) / 2.0
     expected = predict.paste_window(np.argmax(value, axis=-1).astype(np.uint8),
-                                    (len(chosen),) + image.shape[1:3], start_y, start_x)
+                                    (len(chosen),) + image.shape[1:3], window)
     # Compare where the decision is not a numerical tie between two classes.
     top_two = np.sort(value, axis=-1)[..., -2:]
     clear = predict.paste_window((top_two[..., 1] - top_two[..., 0] > 1e-5).astype(np.uint8),
-                                 expected.shape, start_y, start_x).astype(bool)
+                                 expected.shape, window).astype(bool)
     outside = np.ones(expected.shape, bool)
-    outside[:, max(start_y, 0):start_y + size, max(start_x, 0):start_x + size] = False
+    outside[:, max(window.start_y, 0):window.start_y + window.height,
+            max(window.start_x, 0):window.start_x + window.width] = False
     clear |= outside
     assert clear.mean() > 0.95
     np.testing.assert_array_equal(labels[chosen][clear], expected[clear])
@@ -163,7 +164,7 @@ def test_predict_equals_the_network_on_the_normalised_centred_window(network, im
 
 def test_flip_averaging_runs_in_the_same_graph(network, image):
     graph, session, _ = network
-    flipped = predict.Predictor(TINY, crop_size=64, batch_size=8, flip=True)
+    flipped = predict.Predictor(TINY, batch_size=8, flip=True)
     variables = len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))
     labels = flipped.predict(session, image)
     assert len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)) == variables  # shared

@@ -91,6 +91,18 @@ def save_median_example(patients, rows, pred_dir, run_name, path):
                  title='{} (WT Dice {:.3f})'.format(patient.name, rows[patients.index(patient)]['WT_dice']))
 
 
+def read_csv(path):
+    """Rows of a metrics CSV written by write_csv, metric values as floats (NaN when empty)."""
+    with open(path, newline='') as stream:
+        return [{key: value if key == 'patient' else float(value) if value else math.nan
+                 for key, value in row.items()} for row in csv.DictReader(stream)]
+
+
+def mean_of(path):
+    """The `mean` row of a metrics CSV."""
+    return next(row for row in read_csv(path) if row['patient'] == 'mean')
+
+
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)

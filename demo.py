@@ -6,7 +6,6 @@ user would (each command is printed first): readfile -> create_pascal_tf_record 
 and the paper-style figure in image/example.png. The network is the real DCR architecture at
 reduced width, so that it trains within the demo's budget.
 """
-import csv
 import os
 import shlex
 import sys
@@ -67,18 +66,12 @@ def main(argv=None):
                    '--example-png', EXAMPLE_PNG])
     draw_architecture(PIPELINE_PNG)
     metrics = os.path.join(predictions, 'metrics.csv')
-    wt_dice = mean_wt_dice(metrics)
+    wt_dice = Evaluate.mean_of(metrics)['WT_dice']
     print('\ndemo finished in {:.1f} minutes; metrics: {}, figures: {}, {}'.format(
         (time.time() - started) / 60, metrics, EXAMPLE_PNG, PIPELINE_PNG))
     print('mean WT Dice on the {} phantom test patients: {:.3f} (the demo expects >= {:.2f})'.format(
         NUM_VAL_TEST, wt_dice, TARGET_WT_DICE))
     return 0 if wt_dice >= TARGET_WT_DICE else 1
-
-
-def mean_wt_dice(metrics_csv):
-    """The WT Dice of the `mean` row of Evaluate.py's CSV."""
-    with open(metrics_csv, newline='') as stream:
-        return next(float(row['WT_dice']) for row in csv.DictReader(stream) if row['patient'] == 'mean')
 
 
 if __name__ == '__main__':

@@ -101,8 +101,7 @@ def _measuring_segment(segment, repeats, report):
     def measuring_segment(session, predictor, patient, output_path, args):
         import numpy as np
         from model.brats import load_patient
-        from model.normalization import brain_mask, intensity_stats
-        from model.predict import brain_window, cut_window
+        from model.predict import cut_window
 
         report['build_restore_s'] = time.perf_counter() - report.pop('main_started')
         began = time.perf_counter()
@@ -110,25 +109,27 @@ def _measuring_segment(segment, repeats, report):
         report['first_call_s'] = time.perf_counter() - began
 
         image, _, _ = load_patient(patient, with_label=False)
-        mask = brain_mask(image)
-        slices = np.flatnonzero(mask.any(axis=(1, 2)))
-        window = brain_window(mask, predictor.margin)
-        mean, std = intensity_stats(image)
-        raw_input, mean_input, std_input, labels_op = predictor.labels_op(
-            session.graph, window.height, window.width)
-        batches = [cut_window(image[slices[first:first + predictor.batch_size]], window).astype(np.float32)
-                   for first in range(0, len(slices), predictor.batch_size)]
+        mean, std, plan = predictor.plan(image)
+        batches = []
+        for indices, window in plan:
+            raw_input, mean_input, std_input, labels_op = predictor.labels_op(
+                session.graph, window.height, window.width)
+            batches.append((labels_op, {raw_input: cut_window(image[indices], window).astype(np.float32),
+                                        mean_input: mean, std_input: std}))
+        slices = sum(len(indices) for indices, _ in plan)
+        pixels = sum(len(indices) * window.height * window.width for indices, window in plan)
         segment_times, forward_times = [], []
         for _ in range(repeats):
             began = time.perf_counter()
             segment(session, predictor, patient, output_path, args)
             segment_times.append(time.perf_counter() - began)
             began = time.perf_counter()
-            for batch in batches:
-                session.run(labels_op, {raw_input: batch, mean_input: mean, std_input: std})
+            for labels_op, feed in batches:
+                session.run(labels_op, feed)
             forward_times.append(time.perf_counter() - began)
         report.update({'patient': patient.name, 'volume_shape': list(image.shape),
-                       'slices': int(len(slices)), 'window': '{}x{}'.format(window.height, window.width),
+                       'slices': int(slices), 'window': 'per batch, mean {:.0f} px per slice'.format(
+                           pixels / slices),
                        'batch_size': predictor.batch_size, 'segment_times_s': segment_times,
                        'forward_times_s': forward_times})
         return labels

@@ -1,10 +1,11 @@
 """Whole-volume prediction: raw volume -> normalised slices -> network -> labelled volume.
 
 Used by Inference.py and by validation during training, so both predict identically.
-Each axial slice is cut to the volume's brain window: the brain's bounding box plus a margin,
-rounded up to multiples of 32 (the network's stride) and centred on the brain. The network
-is fully convolutional, so the window need not be the training crop; a tight window is what
-makes inference fast, and no brain voxel is ever cut off. Predictions are pasted back into
+Brain slices are predicted in batches of consecutive slices, each batch cut to its brain
+window: the bounding box of its brain voxels plus a margin, rounded up to multiples of 32 (the
+network's stride) and centred on the brain. The network is fully convolutional, so the window
+need not be the training crop; tight windows make inference fast, and no brain voxel is ever
+cut off. Predictions are pasted back into
 the full frame; slices without brain are background. Normalisation is the same TensorFlow
 function the training pipeline uses.
 """
@@ -112,6 +113,21 @@ class Predictor:
             self._graphs[height, width] = (raw, mean, std, labels)
         return self._graphs[height, width]
 
+    def plan(self, image):
+        """How a volume is predicted: batches of brain slices, each with its own window.
+
+        Returns:
+          (mean, std, batches): the volume's intensity statistics, and a list of
+          (slice indices, Window) pairs. Each batch of up to batch_size consecutive brain
+          slices gets the window of its own brain extent, so the small slices near the top
+          and bottom of the head cost little.
+        """
+        mask = brain_mask(image)
+        mean, std = intensity_stats(image)
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        batches = [slices[first:first + self.batch_size] for first in range(0, len(slices), self.batch_size)]
+        return mean, std, [(batch, brain_window(mask[batch], self.margin)) for batch in batches]
+
     def predict(self, session, image, progress=None):
         """Label volume (z, y, x) uint8 for an int16 image (z, y, x, 4).
 
@@ -120,19 +136,17 @@ class Predictor:
           image: the four modalities, as from model.brats.load_patient.
           progress: optional callable(number_of_slices_done) for progress bars.
         """
-        mask = brain_mask(image)
-        mean, std = intensity_stats(image)
-        window = brain_window(mask, self.margin)
-        raw_input, mean_input, std_input, labels = self.labels_op(session.graph, window.height, window.width)
-        slices = np.flatnonzero(mask.any(axis=(1, 2)))
-        cut = np.zeros((image.shape[0], window.height, window.width), np.uint8)
-        for first in range(0, len(slices), self.batch_size):
-            batch = slices[first:first + self.batch_size]
+        mean, std, batches = self.plan(image)
+        labels = np.zeros(image.shape[:3], np.uint8)
+        for batch, window in batches:
+            raw_input, mean_input, std_input, labels_op = self.labels_op(
+                session.graph, window.height, window.width)
             raw = cut_window(image[batch], window).astype(np.float32)
-            cut[batch] = session.run(labels, {raw_input: raw, mean_input: mean, std_input: std})
+            cut = session.run(labels_op, {raw_input: raw, mean_input: mean, std_input: std})
+            labels[batch] = paste_window(cut, (len(batch),) + image.shape[1:3], window)
             if progress:
                 progress(len(batch))
-        return paste_window(cut, image.shape[:3], window)
+        return labels
 
 
 def session_config(gpu_memory_fraction=0.0):

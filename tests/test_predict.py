@@ -129,37 +129,40 @@ def test_predict_returns_labels_of_the_input_grid(network, image):
 
 
 @pytest.mark.parametrize('flip', [False, True])
-def test_predict_equals_the_network_on_the_normalised_centred_window(network, image, flip):
+def test_predict_equals_the_network_on_the_normalised_brain_windows(network, image, flip):
     graph, session, predictor = network
     if flip:
         predictor = predict.Predictor(TINY, batch_size=4, flip=True)
     labels = predictor.predict(session, image)
     brain = np.any(image != 0, axis=-1)
-    window = predict.brain_window(brain)
+    _, _, plan = predictor.plan(image)
     slices = np.flatnonzero(brain.any(axis=(1, 2)))
-    chosen = slices[[0, len(slices) // 2, -1]]
-    cut = predict.cut_window(image[chosen], window)
-    normalised = reference_normalisation(cut, image[brain])
-    with graph.as_default():
-        placeholder = tf.placeholder(tf.float32, [None, window.height, window.width, 4])
-        probabilities = tf.nn.softmax(dcr.build_network(placeholder, TINY, is_training=False))
-    value = session.run(probabilities, {placeholder: normalised})
-    if flip:   # the average with the prediction of the left-right mirrored window
-        mirrored = session.run(probabilities, {placeholder: normalised[:, :, ::-1]})
-        value = (value + mirrored[:, :, ::-1]) / 2.0
-    expected = predict.paste_window(np.argmax(value, axis=-1).astype(np.uint8),
-                                    (len(chosen),) + image.shape[1:3], window)
-    # Compare where the decision is not a numerical tie between two classes.
-    top_two = np.sort(value, axis=-1)[..., -2:]
-    clear = predict.paste_window((top_two[..., 1] - top_two[..., 0] > 1e-5).astype(np.uint8),
-                                 expected.shape, window).astype(bool)
-    outside = np.ones(expected.shape, bool)
-    outside[:, max(window.start_y, 0):window.start_y + window.height,
-            max(window.start_x, 0):window.start_x + window.width] = False
-    clear |= outside
-    assert clear.mean() > 0.95
-    np.testing.assert_array_equal(labels[chosen][clear], expected[clear])
-    assert len(np.unique(expected[clear])) >= 3, 'degenerate random network: the check is void'
+    assert [list(batch) for batch, _ in plan] == [list(slices[first:first + 4]) for first in range(0, len(slices), 4)]
+    assert len({(window.height, window.width) for _, window in plan}) > 1   # windows per batch
+    for batch, window in (plan[0], plan[len(plan) // 2], plan[-1]):
+        cut = predict.cut_window(image[batch], window)
+        normalised = reference_normalisation(cut, image[brain])
+        with graph.as_default():
+            placeholder = tf.placeholder(tf.float32, [None, window.height, window.width, 4])
+            probabilities = tf.nn.softmax(dcr.build_network(placeholder, TINY, is_training=False))
+        value = session.run(probabilities, {placeholder: normalised})
+        if flip:   # the average with the prediction of the left-right mirrored window
+            mirrored = session.run(probabilities, {placeholder: normalised[:, :, ::-1]})
+            value = (value + mirrored[:, :, ::-1]) / 2.0
+        frame = (len(batch),) + image.shape[1:3]
+        expected = predict.paste_window(np.argmax(value, axis=-1).astype(np.uint8), frame, window)
+        # Compare where the decision is not a numerical tie between two classes.
+        top_two = np.sort(value, axis=-1)[..., -2:]
+        clear = predict.paste_window((top_two[..., 1] - top_two[..., 0] > 1e-5).astype(np.uint8),
+                                     frame, window).astype(bool)
+        outside = np.ones(frame, bool)
+        outside[:, max(window.start_y, 0):window.start_y + window.height,
+                max(window.start_x, 0):window.start_x + window.width] = False
+        clear |= outside
+        assert clear.mean() > 0.95
+        np.testing.assert_array_equal(labels[batch][clear], expected[clear])
+        assert not labels[batch][outside].any()
+    assert len(np.unique(labels[brain])) >= 3, 'degenerate random network: the check is void'
 
 
 def test_flip_averaging_runs_in_the_same_graph(network, image):

@@ -1,0 +1,177 @@
+"""Patient-level k-fold cross-validation on real BraTS cases, through the project's scripts.
+
+For each fold: readfile.py indexes the cases once; the fold's training patients are converted
+by create_pascal_tf_record.py, Train.py trains under a wall-clock budget, Inference.py
+segments the held-out patients and Evaluate.py scores them. A fold whose summary.json exists
+is not rerun, and an interrupted fold resumes from its last checkpoint. The results table
+(per fold, and mean +- std over the held-out patients) goes to WORK/results.md and
+WORK/results.json, with the command that reproduces it.
+
+    python experiments/cross_validation.py --work-dir experiments/runs/baseline
+    python experiments/cross_validation.py --work-dir experiments/runs/dice --train-flags='--dice-weight 1'
+"""
+import json
+import os
+import random
+import shlex
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+import Evaluate  # noqa: E402
+import Inference  # noqa: E402
+import Train  # noqa: E402
+import create_pascal_tf_record  # noqa: E402
+import readfile  # noqa: E402
+from model import cli  # noqa: E402
+from model.atomic import atomic_output  # noqa: E402
+from model.lists import read_patient_list, write_patient_list  # noqa: E402
+from model.metrics import mean_row  # noqa: E402
+
+DATA_DIR = os.path.join('..', 'shared', 'data', 'brats2018_sample')
+WORK_DIR = 'experiments/runs/baseline'
+FOLDS = 3
+SEED = 0
+BUDGET_MINUTES = 20.0
+BATCH_SIZE = 8
+TRAIN_FLAGS = ''
+INFERENCE_FLAGS = ''
+# The grade is not in the BraTS 2018 sample's folder names; these two cases are its LGGs.
+LGG_CASES = 'Brats18_TCIA10_628_1,Brats18_TCIA13_623_1'
+REPORTED = ('WT_dice', 'WT_ppv', 'WT_sensitivity', 'TC_dice', 'TC_ppv', 'TC_sensitivity',
+            'ET_dice', 'ET_ppv', 'ET_sensitivity')
+
+
+def parse_args(argv):
+    parser = cli.parser(__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('--data-dir', default=DATA_DIR, help='folder of labelled cases')
+    add('--work-dir', default=WORK_DIR, help='everything of this experiment goes here')
+    add('--folds', type=int, default=FOLDS)
+    add('--seed', type=int, default=SEED, help='seed of the fold assignment')
+    add('--budget-minutes', type=float, default=BUDGET_MINUTES, help='training time per fold')
+    add('--batch-size', type=int, default=BATCH_SIZE)
+    add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
+    add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
+    add('--lgg', default=LGG_CASES, help='comma-separated LGG case names, spread across folds')
+    return parser.parse_args(argv)
+
+
+def assign_folds(patients, folds, seed, lgg_names):
+    """Seeded patient-level folds; LGG cases are dealt first so they spread across folds."""
+    rng = random.Random(seed)
+    lgg = sorted((p for p in patients if p.name in lgg_names), key=lambda p: p.name)
+    hgg = sorted((p for p in patients if p.name not in lgg_names), key=lambda p: p.name)
+    rng.shuffle(lgg)
+    rng.shuffle(hgg)
+    assignment = [[] for _ in range(folds)]
+    for index, patient in enumerate(lgg + hgg):
+        assignment[index % folds].append(patient)
+    return assignment
+
+
+def run_script(script, argv, log):
+    """Run a script's main in-process; log its command line; raise on a non-zero exit."""
+    command = 'python {}.py {}'.format(script.__name__, ' '.join(shlex.quote(a) for a in argv))
+    print('\n$ ' + command, flush=True)
+    log.append(command)
+    code = script.main(argv)
+    if code:
+        raise SystemExit('{} failed with exit code {}'.format(command, code))
+
+
+def run_fold(index, train_patients, test_patients, args):
+    """Train and evaluate one fold (skipped when its metrics exist); returns its summary."""
+    fold_dir = os.path.join(args.work_dir, 'fold{}'.format(index))
+    summary_path = os.path.join(fold_dir, 'summary.json')
+    if os.path.exists(summary_path):
+        with open(summary_path) as stream:
+            return json.load(stream)
+    lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
+    ckpt, predictions = os.path.join(fold_dir, 'checkpoints'), os.path.join(fold_dir, 'predictions')
+    os.makedirs(lists, exist_ok=True)
+    write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
+    write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
+    commands = []
+    run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
+               commands)
+    run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', '',
+                       '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
+                       '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
+               + shlex.split(args.train_flags), commands)
+    run_script(Inference, ['--list', os.path.join(lists, 'test.txt'), '--ckpt-dir', ckpt,
+                           '--output-dir', predictions] + shlex.split(args.inference_flags), commands)
+    run_script(Evaluate, ['--list', os.path.join(lists, 'test.txt'), '--pred-dir', predictions], commands)
+    steps, train_seconds = _trained(ckpt)
+    summary = {'fold': index, 'train': [p.name for p in train_patients],
+               'test': [p.name for p in test_patients], 'steps': steps,
+               'train_minutes': train_seconds / 60.0,
+               'train_slices_per_s': steps * args.batch_size / train_seconds,
+               'rows': [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv'))
+                        if row['patient'] != 'mean'], 'commands': commands}
+    write_json(summary, summary_path)
+    return summary
+
+
+def write_json(document, path):
+    """Write JSON atomically."""
+    with atomic_output(path) as temporary:
+        with open(temporary, 'w') as stream:
+            json.dump(document, stream, indent=1)
+
+
+def _trained(ckpt_dir):
+    """(global step, training seconds) of the run's latest checkpoint."""
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    return int(latest.rsplit('-', 1)[1]), float(tf.train.load_variable(latest, 'train_seconds'))
+
+
+def mean_and_std(rows, column):
+    """Mean and standard deviation of a column over rows, skipping NaN."""
+    values = [row[column] for row in rows if row[column] == row[column]]
+    if not values:
+        return float('nan'), float('nan')
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def results_markdown(summaries, command):
+    """The results table: per fold means, then mean +- std over all held-out patients."""
+    header = '| | ' + ' | '.join(REPORTED) + ' | steps | train slices/s | train min |'
+    lines = [header, '|' + '---|' * (len(REPORTED) + 4)]
+    for summary in summaries:
+        means = mean_row(summary['rows'])
+        lines.append('| fold {} | '.format(summary['fold']) + ' | '.join(
+            '{:.3f}'.format(means[column]) for column in REPORTED) + ' | {} | {:.2f} | {:.1f} |'.format(
+            summary['steps'], summary['train_slices_per_s'], summary['train_minutes']))
+    rows = [row for summary in summaries for row in summary['rows']]
+    lines.append('| **all {} held-out** | '.format(len(rows)) + ' | '.join(
+        '{:.3f} ± {:.3f}'.format(*mean_and_std(rows, column)) for column in REPORTED) + ' | | | |')
+    return '\n'.join(lines + ['', 'Reproduce: `{}`'.format(command)])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.graph_mode()
+    command = 'python experiments/cross_validation.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    lists = os.path.join(args.work_dir, 'lists')
+    run_script(readfile, ['--data-dir', args.data_dir, '--list-dir', lists, '--val-fraction', '0'], [])
+    patients = read_patient_list(os.path.join(lists, 'train.txt'), require_labels=True)
+    folds = assign_folds(patients, args.folds, args.seed, set(args.lgg.split(',')))
+    summaries = []
+    for index, test_patients in enumerate(folds):
+        train_patients = [p for p in patients if p not in test_patients]
+        summaries.append(run_fold(index, train_patients, test_patients, args))
+    table = results_markdown(summaries, command)
+    with atomic_output(os.path.join(args.work_dir, 'results.md')) as temporary:
+        with open(temporary, 'w') as stream:
+            stream.write(table + '\n')
+    write_json({'command': command, 'folds': summaries}, os.path.join(args.work_dir, 'results.json'))
+    print('\n' + table)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

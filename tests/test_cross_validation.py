@@ -1,0 +1,41 @@
+"""experiments/cross_validation.py: fold assignment and the results table."""
+import math
+
+from experiments.cross_validation import assign_folds, mean_and_std, results_markdown
+from model.brats import Patient
+
+
+def patients(names):
+    return [Patient(name=name, layout='nifti', flair='f', t1='t1', t1c='t1c', t2='t2', label='l')
+            for name in names]
+
+
+def test_folds_are_patient_level_seeded_and_spread_the_lgg_cases():
+    cases = patients(['case{:02d}'.format(index) for index in range(12)])
+    lgg = {'case03', 'case07'}
+    folds = assign_folds(cases, 3, seed=0, lgg_names=lgg)
+    assert sorted(len(fold) for fold in folds) == [4, 4, 4]
+    assert sorted(p.name for fold in folds for p in fold) == sorted(p.name for p in cases)
+    assert sorted(sum(p.name in lgg for p in fold) for fold in folds) == [0, 1, 1]
+    assert [[p.name for p in fold] for fold in folds] == \
+        [[p.name for p in fold] for fold in assign_folds(cases, 3, seed=0, lgg_names=lgg)]
+    assert any([[p.name for p in fold] for fold in assign_folds(cases, 3, seed=seed, lgg_names=lgg)]
+               != [[p.name for p in fold] for fold in folds] for seed in range(1, 5))
+
+
+def test_mean_and_std_skip_nan():
+    rows = [{'WT_dice': 0.5}, {'WT_dice': float('nan')}, {'WT_dice': 1.0}]
+    mean, std = mean_and_std(rows, 'WT_dice')
+    assert mean == 0.75 and std == 0.25
+    assert all(math.isnan(value) for value in mean_and_std([{'WT_dice': float('nan')}], 'WT_dice'))
+
+
+def test_results_table_has_a_row_per_fold_and_the_pooled_row():
+    columns = ('WT', 'TC', 'ET')
+    row = dict({'{}_{}'.format(region, metric): 0.5 for region in columns
+                for metric in ('dice', 'ppv', 'sensitivity', 'hd95')}, patient='p')
+    summaries = [{'fold': index, 'rows': [row, row], 'steps': 10, 'train_slices_per_s': 4.0,
+                  'train_minutes': 20.0} for index in range(3)]
+    table = results_markdown(summaries, 'python experiments/cross_validation.py')
+    assert '| fold 2 |' in table and '**all 6 held-out**' in table
+    assert '0.500 ± 0.000' in table and table.endswith('`python experiments/cross_validation.py`')

@@ -1,4 +1,4 @@
-"""Step 4: segment every patient of a list and write one labelled volume per patient.
+"""Step 4: segment every patient of the lists and write one labelled volume per patient.
 
 Reads the volumes directly, normalises them exactly as training does, predicts every axial
 slice and writes labels 0-4 with the input's size, spacing, origin and direction:
@@ -6,12 +6,14 @@ slice and writes labels 0-4 with the input's size, spacing, origin and direction
 `<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json; CKPT/best/ is
 used when present. Patients whose prediction exists are skipped unless --overwrite.
 """
+import collections
 import os
 import sys
 
 from tqdm import tqdm
 
 from model import cli
+from model.atomic import remove_stale_partials
 from model.brats import load_patient, write_volume
 from model.errors import InputError
 from model.figures import save_overlay_montage
@@ -19,7 +21,7 @@ from model.lists import read_patient_list
 from model.postprocess import remove_small_components
 from model.predict import restored_predictor
 
-LIST = 'data/lists/test.txt'
+LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
 CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or the latest
 OUTPUT_DIR = 'data/predictions'
@@ -35,7 +37,8 @@ GPU_MEMORY_FRACTION = 0.0
 def parse_args(argv):
     parser = cli.parser(__doc__.splitlines()[0])
     add = parser.add_argument
-    add('--list', default=LIST, help='patients to segment (CSV from readfile.py)')
+    add('--list', action='append', dest='lists', help='patients to segment (CSV from readfile.py); '
+        'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
     add('--ckpt-dir', default=CKPT_DIR, help='training run folder with config.json')
     add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or the latest")
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
@@ -50,8 +53,21 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def patients_to_segment(lists):
+    """Patients of the given lists, or of the default lists that exist (validation and test:
+    every patient not used for training)."""
+    lists = lists or [path for path in LISTS if os.path.isfile(path)] or [LISTS[-1]]
+    patients = [patient for path in lists for patient in read_patient_list(path)]
+    counts = collections.Counter(patient.name for patient in patients)
+    duplicate = next((name for name, count in counts.items() if count > 1), None)
+    if duplicate:
+        raise InputError('{}: patient {} is listed twice'.format(', '.join(lists), duplicate))
+    return patients
+
+
 def check_output_dir(output_dir, patients):
-    """Refuse an output folder that holds any of the input volumes."""
+    """Refuse an output folder that holds any of the input volumes; create it, and clear
+    temporary files of killed earlier runs."""
     output = os.path.realpath(output_dir)
     for patient in patients:
         for path in patient.modality_paths + ((patient.label,) if patient.label else ()):
@@ -59,6 +75,7 @@ def check_output_dir(output_dir, patients):
                 raise InputError('{}: output folder holds input volume {}; choose another '
                                  '--output-dir'.format(output_dir, path))
     os.makedirs(output_dir, exist_ok=True)
+    remove_stale_partials(output_dir)
     if not os.access(output_dir, os.W_OK):
         raise InputError('{}: output folder is not writable'.format(output_dir))
 
@@ -81,7 +98,7 @@ def segment(session, predictor, patient, output_path, args):
 def main(argv=None):
     args = parse_args(argv)
     cli.graph_mode()
-    patients = read_patient_list(args.list)
+    patients = patients_to_segment(args.lists)
     done = skipped = 0
     with restored_predictor(args.ckpt_dir, args.checkpoint, args.batch_size, args.flip,
                             args.gpu_memory_fraction) as (session, predictor, checkpoint):

@@ -127,6 +127,22 @@ def check_resume(ckpt_dir, config, crop_size):
                          '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir), stored.to_dict()))
 
 
+def training_settings(args):
+    """(AugmentConfig, LossConfig, Schedule) from the flags."""
+    augment = AugmentConfig(crop_size=args.crop_size, flip=args.flip, rotate_degrees=args.rotate_degrees,
+                            scale_range=args.scale_range, intensity_scale=args.intensity_scale,
+                            intensity_shift=args.intensity_shift, tumour_fraction=args.tumour_fraction,
+                            shuffle_buffer=args.shuffle_buffer)
+    losses = LossConfig(weight_decay=args.weight_decay, class_weights=_class_weights(args.class_weights),
+                        dice_weight=args.dice_weight)
+    schedule = Schedule(num_steps=args.num_steps, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
+                        save_every_steps=args.save_every_steps, save_every_minutes=args.save_every_minutes,
+                        keep_checkpoints=args.keep_checkpoints, summary_every_steps=args.summary_every_steps,
+                        validate_every_steps=args.validate_every_steps,
+                        time_budget_minutes=args.time_budget_minutes)
+    return augment, losses, schedule
+
+
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
@@ -140,17 +156,7 @@ def main(argv=None):
     val_patients = validation_patients(args.val_list)
     check_resume(args.ckpt_dir, config, args.crop_size)
     checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args))
-    augment = AugmentConfig(crop_size=args.crop_size, flip=args.flip, rotate_degrees=args.rotate_degrees,
-                            scale_range=args.scale_range, intensity_scale=args.intensity_scale,
-                            intensity_shift=args.intensity_shift, tumour_fraction=args.tumour_fraction,
-                            shuffle_buffer=args.shuffle_buffer)
-    losses = LossConfig(weight_decay=args.weight_decay, class_weights=_class_weights(args.class_weights),
-                        dice_weight=args.dice_weight)
-    schedule = Schedule(num_steps=args.num_steps, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
-                        save_every_steps=args.save_every_steps, save_every_minutes=args.save_every_minutes,
-                        keep_checkpoints=args.keep_checkpoints, summary_every_steps=args.summary_every_steps,
-                        validate_every_steps=args.validate_every_steps,
-                        time_budget_minutes=args.time_budget_minutes)
+    augment, losses, schedule = training_settings(args)
     print('training on {} slices of {} patients; validating on {} patients'.format(
         sidecar['num_examples'], sidecar['num_patients'], len(val_patients)))
     try:

@@ -1,6 +1,10 @@
 """Atomic file output: write under a temporary name, rename into place when complete."""
 import contextlib
+import glob
 import os
+import re
+
+_PARTIAL = re.compile(r'^\.partial-(?P<pid>\d+)-')
 
 
 def partial_name(path):
@@ -30,3 +34,25 @@ def atomic_output(path):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        pass
+    return True
+
+
+def remove_stale_partials(directory):
+    """Delete temporary files left in `directory` by processes that no longer run (killed
+    writers); returns how many were removed."""
+    removed = 0
+    for path in glob.glob(os.path.join(directory, '.partial-*')):
+        match = _PARTIAL.match(os.path.basename(path))
+        if match and not _alive(int(match.group('pid'))):
+            os.remove(path)
+            removed += 1
+    return removed

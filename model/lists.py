@@ -39,8 +39,11 @@ def read_patient_list(path, require_labels=False):
     """
     if not os.path.isfile(path):
         raise DataError('{}: list file does not exist'.format(path))
-    with open(path, newline='') as stream:
-        rows = list(csv.reader(stream))
+    try:
+        with open(path, newline='') as stream:
+            rows = list(csv.reader(stream))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise DataError('{}: not a readable CSV list ({})'.format(path, error)) from None
     if not rows or tuple(field.strip() for field in rows[0]) != COLUMNS:
         raise DataError('{}: header must be {}'.format(path, ','.join(COLUMNS)))
     patients, seen = [], set()
@@ -61,6 +64,8 @@ def _parse_row(row, where, require_labels):
     if len(row) != len(COLUMNS):
         raise DataError('{}: expected {} fields ({}), found {}'.format(
             where, len(COLUMNS), ','.join(COLUMNS), len(row)))
+    if any('\n' in field or '\r' in field for field in row):
+        raise DataError('{}: a field holds a line break'.format(where))
     fields = dict(zip(COLUMNS, (field.strip() for field in row)))
     if not fields['patient']:
         raise DataError('{}: empty patient name'.format(where))

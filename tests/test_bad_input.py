@@ -282,3 +282,81 @@ def test_all_zero_modality(data, capsys):
     rewrite(path, array=np.zeros_like(voxels(path)))
     assert_refused(run_conversion(data), capsys, path, 'all zero')
     assert_nothing_written(data['records'])
+
+
+# ---------------------------------------------------------------- more of the catalogue
+
+
+def test_file_that_is_not_an_image(data, capsys):
+    flair = data['bad'].images['Flair']
+    with open(flair, 'w') as stream:
+        stream.write('this is a text file, not a MetaImage\n')
+    assert_refused(run_conversion(data), capsys, flair, 'cannot be read as an image')
+    assert_nothing_written(data['records'])
+
+
+def test_corrupted_nifti(data, tmp_path, capsys):
+    nifti = str(tmp_path / 'case_flair.nii.gz')
+    sitk.WriteImage(sitk.ReadImage(data['bad'].images['Flair']), nifti, True)
+    with open(nifti, 'r+b') as stream:            # scribble over the middle of the deflate stream
+        stream.seek(os.path.getsize(nifti) // 2)
+        stream.write(os.urandom(256))
+    from model.brats import DataError, read_volume
+    with pytest.raises(DataError, match='case_flair.nii.gz: '):
+        read_volume(nifti)
+
+
+def test_volume_that_is_not_3d(data, capsys):
+    flair = data['bad'].images['Flair']
+    flat = sitk.GetImageFromArray(voxels(flair)[0])
+    sitk.WriteImage(flat, flair, True)
+    assert_refused(run_conversion(data), capsys, flair, '3-D')
+    assert_nothing_written(data['records'])
+
+
+def test_non_integer_label_values(data, capsys):
+    truth = data['bad'].truth
+    labels = voxels(truth).astype(np.float32)
+    labels[labels == 2] = 1.5
+    rewrite(truth, labels)
+    assert_refused(run_conversion(data), capsys, truth, '1.5', 'not an integer')
+    assert_nothing_written(data['records'])
+
+
+def test_label_3_is_refused_in_a_brats2017_file(tmp_path, capsys):
+    case = tmp_path / 'data' / 'Case_1'
+    case.mkdir(parents=True)
+    image = sitk.GetImageFromArray(np.full((8, 32, 32), 100, np.int16))
+    for modality in ('flair', 't1', 't1ce', 't2'):
+        sitk.WriteImage(image, str(case / 'Case_1_{}.nii.gz'.format(modality)), True)
+    labels = np.zeros((8, 32, 32), np.uint8)
+    labels[4, 10:20, 10:20] = 3
+    seg = str(case / 'Case_1_seg.nii.gz')
+    sitk.WriteImage(sitk.GetImageFromArray(labels), seg, True)
+    assert run_readfile([tmp_path / 'data'], tmp_path / 'lists') == 0
+    capsys.readouterr()
+    code = create_pascal_tf_record.main(['--list', str(tmp_path / 'lists' / 'train.txt'),
+                                         '--output-dir', str(tmp_path / 'records'), '--workers', '1'])
+    assert_refused(code, capsys, seg, 'label value 3', 'BRATS2017')
+    assert_nothing_written(str(tmp_path / 'records'))
+
+
+def test_output_folder_that_cannot_be_created(data, tmp_path, capsys):
+    blocker = tmp_path / 'not-a-folder'
+    blocker.write_text('a file where the output folder should be')
+    code = create_pascal_tf_record.main(['--list', data['list'], '--output-dir', str(blocker / 'records'),
+                                         '--workers', '1'])
+    assert_refused(code, capsys, 'not-a-folder')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write into read-only folders')
+def test_read_only_output_folder(data, tmp_path, capsys):
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code = create_pascal_tf_record.main(['--list', data['list'], '--output-dir', str(locked),
+                                             '--workers', '1'])
+        assert_refused(code, capsys, 'locked')
+    finally:
+        locked.chmod(0o700)

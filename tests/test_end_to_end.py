@@ -3,6 +3,7 @@ Train -> Inference -> Evaluate, their refusals, and prediction geometry on real 
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -211,6 +212,22 @@ def test_inference_needs_config_and_a_checkpoint(pipeline, tmp_path, content):
     assert expected in line, line
     predictions = os.listdir(str(tmp_path / 'pred')) if (tmp_path / 'pred').exists() else []
     assert predictions == []
+
+
+def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
+    paths, _ = pipeline
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(paths['ckpt'], str(ckpt))
+    with open(checkpoints.config_path(str(ckpt))) as stream:
+        config = json.load(stream)
+    config['network']['refine_filters'] *= 2          # the weights no longer fit this graph
+    with open(checkpoints.config_path(str(ckpt)), 'w') as stream:
+        json.dump(config, stream)
+    code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', ckpt,
+                                     '--output-dir', tmp_path / 'pred'])
+    assert code == 2
+    assert 'different network configuration' in error_line(err)
+    assert not (tmp_path / 'pred').exists() or os.listdir(str(tmp_path / 'pred')) == []
 
 
 # ---------------------------------------------------------------- Evaluate refusals

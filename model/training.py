@@ -71,7 +71,8 @@ def _image_summaries(images, labels, logits):
     """FLAIR, truth and prediction of the first slice of the batch, as grey levels."""
     flair = images[:1, ..., :1]
     flair = (flair - tf.reduce_min(flair)) / (tf.reduce_max(flair) - tf.reduce_min(flair) + 1e-6)
-    as_grey = lambda label_map: tf.cast(label_map[:1, ..., tf.newaxis], tf.float32) / 4.0  # noqa: E731
+    def as_grey(label_map):
+        return tf.cast(label_map[:1, ..., tf.newaxis], tf.float32) / 4.0
     return [tf.summary.image('flair', flair), tf.summary.image('truth', as_grey(labels)),
             tf.summary.image('prediction', as_grey(tf.argmax(logits, axis=-1)))]
 

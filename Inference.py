@@ -19,7 +19,7 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import remove_small_components
-from model.predict import restored_predictor
+from model.predict import DECODINGS, restored_predictor
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
@@ -28,6 +28,7 @@ OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = False               # test-time left-right flip averaging
+DECODING = 'argmax'        # 'argmax' over the 5 classes (the paper's) or 'regions' (WT, TC, ET in turn)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
 SAVE_PNG = False
 OVERWRITE = False
@@ -45,6 +46,8 @@ def parse_args(argv):
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
     add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')
     add('--flip', action='store_true', default=FLIP, help='average with left-right flipped input')
+    add('--decoding', choices=DECODINGS, default=DECODING,
+        help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
     add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
         help='drop tumour components smaller than this many voxels (0: off)')
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
@@ -101,7 +104,7 @@ def main(argv=None):
     patients = patients_to_segment(args.lists)
     done = skipped = 0
     with restored_predictor(args.ckpt_dir, args.checkpoint, args.batch_size, args.flip,
-                            args.gpu_memory_fraction) as (session, predictor, checkpoint):
+                            args.gpu_memory_fraction, args.decoding) as (session, predictor, checkpoint):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

@@ -17,11 +17,42 @@ import tensorflow.compat.v1 as tf
 
 from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
+from model.labels import REGIONS
 from model.normalization import brain_mask, intensity_stats, normalize
 
 WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
 
+DECODINGS = ('argmax', 'regions')
+
 Window = collections.namedtuple('Window', 'height width start_y start_x')
+
+
+def region_labels(probabilities):
+    """uint8 labels of [..., 5] class probabilities, decided region by region.
+
+    The scored regions are nested (ET in TC in WT), so each is decided by its own summed
+    probability: tumour where P(WT) > P(background); core, among tumour, where P(TC) >
+    P(oedema); enhancing, within the core, where P(ET) > P(necrosis) + P(non-enhancing); the
+    rest of the core is whichever of necrosis and non-enhancing is likelier. Plain argmax
+    instead lets background win wherever the tumour probability is split across classes.
+    """
+    def total(classes):
+        return tf.add_n([probabilities[..., c] for c in classes])
+
+    whole, core, enhancing = total(REGIONS['WT']), total(REGIONS['TC']), total(REGIONS['ET'])
+    is_whole = whole > probabilities[..., 0]
+    is_core = tf.logical_and(is_whole, core > whole - core)
+    is_enhancing = tf.logical_and(is_core, enhancing > core - enhancing)
+    rest_of_core = tf.where_v2(probabilities[..., 3] > probabilities[..., 1], 3, 1)
+    labels = tf.where_v2(is_enhancing, 4, tf.where_v2(is_core, rest_of_core, tf.where_v2(is_whole, 2, 0)))
+    return tf.cast(labels, tf.uint8)
+
+
+def decode(probabilities, decoding):
+    """uint8 labels of [..., 5] class probabilities by 'argmax' (the paper's) or 'regions'."""
+    if decoding == 'regions':
+        return region_labels(probabilities)
+    return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
 
 
 def round_up(extent):
@@ -82,10 +113,13 @@ class Predictor:
     moving statistics).
     """
 
-    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN):
+    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax'):
+        if decoding not in DECODINGS:
+            raise ValueError('decoding must be one of {}, not {!r}'.format(DECODINGS, decoding))
         self.network_config = network_config
         self.batch_size = batch_size
         self.flip = flip
+        self.decoding = decoding
         self.margin = margin
         self._graphs = {}
 
@@ -109,7 +143,7 @@ class Predictor:
                 if self.flip:
                     flipped = build_network(tf.reverse(images, [2]), self.network_config, False)
                     probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
-                labels = tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+                labels = decode(probabilities, self.decoding)
             self._graphs[height, width] = (raw, mean, std, labels)
         return self._graphs[height, width]
 
@@ -160,7 +194,8 @@ def session_config(gpu_memory_fraction=0.0):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dir, checkpoint=None, batch_size=8, flip=False, gpu_memory_fraction=0.0):
+def restored_predictor(ckpt_dir, checkpoint=None, batch_size=8, flip=False, gpu_memory_fraction=0.0,
+                       decoding='argmax'):
     """Yield (session, Predictor, checkpoint path) for a training run folder.
 
     The network is rebuilt from CKPT/config.json and restored from `checkpoint`, or from
@@ -168,7 +203,7 @@ def restored_predictor(ckpt_dir, checkpoint=None, batch_size=8, flip=False, gpu_
     """
     network_config, _, _ = checkpoints.read_config(ckpt_dir)
     path = checkpoints.find_checkpoint(ckpt_dir, checkpoint)
-    predictor = Predictor(network_config, batch_size=batch_size, flip=flip)
+    predictor = Predictor(network_config, batch_size=batch_size, flip=flip, decoding=decoding)
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
         predictor.build(graph)
         checkpoints.restore(session, path, tf.global_variables())

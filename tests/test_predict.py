@@ -88,6 +88,47 @@ def test_brain_window_of_an_empty_mask():
     assert predict.round_up(0) == 32 and predict.round_up(65) == 96 and predict.round_up(64) == 64
 
 
+# ---------------------------------------------------------------- decoding
+
+
+def decode_with_tf(probabilities, decoding):
+    with tf.Graph().as_default(), tf.Session() as session:
+        return session.run(predict.decode(tf.constant(probabilities, tf.float32), decoding))
+
+
+@pytest.mark.parametrize('probabilities, argmax_label, region_label', [
+    ([0.40, 0.25, 0.35, 0.00, 0.00], 0, 2),    # tumour 0.6 split between classes: argmax says background
+    ([0.40, 0.10, 0.25, 0.00, 0.25], 0, 4),    # core 0.35 > oedema 0.25; ET 0.25 > rest of core 0.10
+    ([0.31, 0.22, 0.29, 0.00, 0.18], 0, 1),    # core 0.40 > oedema 0.29; ET 0.18 < necrosis 0.22
+    ([0.20, 0.10, 0.15, 0.25, 0.30], 4, 3),    # core 0.65; ET 0.30 < rest 0.35, non-enhancing likelier
+    ([0.60, 0.10, 0.10, 0.10, 0.10], 0, 0),
+    ([0.10, 0.05, 0.70, 0.05, 0.10], 2, 2),
+])
+def test_region_decoding_decides_wt_then_tc_then_et(probabilities, argmax_label, region_label):
+    assert decode_with_tf(np.array([probabilities]), 'argmax')[0] == argmax_label
+    assert decode_with_tf(np.array([probabilities]), 'regions')[0] == region_label
+
+
+def test_region_decoding_follows_the_region_probabilities():
+    probabilities = np.random.default_rng(0).dirichlet(np.full(5, 0.5), size=(40, 50))
+    labels = decode_with_tf(probabilities, 'regions')
+    argmax = decode_with_tf(probabilities, 'argmax')
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(argmax, np.argmax(probabilities, axis=-1))
+    whole = labels > 0
+    np.testing.assert_array_equal(whole, probabilities[..., 0] < 0.5)
+    core = np.isin(labels, (1, 3, 4))
+    np.testing.assert_array_equal(core, whole & (probabilities[..., [1, 3, 4]].sum(-1) > probabilities[..., 2]))
+    np.testing.assert_array_equal(labels == 4, core & (probabilities[..., 4] > probabilities[..., [1, 3]].sum(-1)))
+    assert (argmax > 0)[~whole].sum() == 0            # argmax tumour is always region tumour
+    assert whole.sum() > (argmax > 0).sum()
+
+
+def test_unknown_decoding_is_refused():
+    with pytest.raises(ValueError, match='decoding'):
+        predict.Predictor(TINY, decoding='softmax')
+
+
 # ---------------------------------------------------------------- Predictor
 
 
@@ -181,3 +222,12 @@ def test_frame_smaller_than_the_crop_is_padded(network):
     labels = predictor.predict(session, small)
     assert labels.shape == (16, 48, 48) and labels.dtype == np.uint8
     assert not labels[~np.any(small != 0, axis=(1, 2, 3))].any()
+
+
+def test_region_decoding_finds_at_least_the_argmax_tumour(network, image):
+    graph, session, predictor = network
+    argmax = predictor.predict(session, image)
+    regions = predict.Predictor(TINY, batch_size=4, decoding='regions').predict(session, image)
+    assert regions.shape == argmax.shape and regions.dtype == np.uint8
+    assert not np.any((argmax > 0) & (regions == 0))
+    assert not regions[~np.any(image != 0, axis=(1, 2, 3))].any()

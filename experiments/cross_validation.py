@@ -9,6 +9,12 @@ WORK/results.json, with the command that reproduces it.
 
     python experiments/cross_validation.py --work-dir experiments/runs/baseline
     python experiments/cross_validation.py --work-dir experiments/runs/dice --train-flags='--dice-weight 1'
+
+With --trained-from, a run reuses the checkpoints of an earlier run's folds and only infers and
+evaluates: the way to compare test-time options on identical networks.
+
+    python experiments/cross_validation.py --work-dir experiments/runs/flip \
+        --trained-from experiments/runs/baseline --inference-flags=--flip
 """
 import json
 import os
@@ -27,6 +33,7 @@ import create_pascal_tf_record  # noqa: E402
 import readfile  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
+from model.errors import InputError  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
 from model.metrics import mean_row  # noqa: E402
 
@@ -55,6 +62,8 @@ def parse_args(argv):
     add('--batch-size', type=int, default=BATCH_SIZE)
     add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
     add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
+    add('--trained-from', default='', help="an earlier run's work folder whose trained folds are reused "
+        '(same folds); only inference and evaluation run')
     add('--lgg', default=LGG_CASES, help='comma-separated LGG case names, spread across folds')
     return parser.parse_args(argv)
 
@@ -95,24 +104,40 @@ def run_fold(index, train_patients, test_patients, args):
     write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
     write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
     commands = []
-    run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
-               commands)
-    run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', '',
-                       '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
-                       '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
-               + shlex.split(args.train_flags), commands)
+    if args.trained_from:
+        ckpt = trained_checkpoints(args.trained_from, index, test_patients)
+    else:
+        run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
+                   commands)
+        run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', '',
+                           '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
+                           '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
+                   + shlex.split(args.train_flags), commands)
     run_script(Inference, ['--list', os.path.join(lists, 'test.txt'), '--ckpt-dir', ckpt,
                            '--output-dir', predictions] + shlex.split(args.inference_flags), commands)
     run_script(Evaluate, ['--list', os.path.join(lists, 'test.txt'), '--pred-dir', predictions], commands)
     steps, train_seconds = _trained(ckpt)
     summary = {'fold': index, 'train': [p.name for p in train_patients],
-               'test': [p.name for p in test_patients], 'steps': steps,
+               'test': [p.name for p in test_patients], 'checkpoints': ckpt, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
                'train_slices_per_s': steps * args.batch_size / train_seconds,
                'rows': [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv'))
                         if row['patient'] != 'mean'], 'commands': commands}
     write_json(summary, summary_path)
     return summary
+
+
+def trained_checkpoints(run_dir, index, test_patients):
+    """The checkpoint folder of fold `index` of an earlier run, checked to hold out the same patients."""
+    summary_path = os.path.join(run_dir, 'fold{}'.format(index), 'summary.json')
+    if not os.path.isfile(summary_path):
+        raise InputError('{}: missing; --trained-from needs a finished run'.format(summary_path))
+    with open(summary_path) as stream:
+        held_out = json.load(stream)['test']
+    if sorted(held_out) != sorted(p.name for p in test_patients):
+        raise InputError('{}: fold {} held out other patients; use the same --folds, --seed and '
+                         '--lgg'.format(summary_path, index))
+    return os.path.join(run_dir, 'fold{}'.format(index), 'checkpoints')
 
 
 def write_json(document, path):
@@ -152,6 +177,7 @@ def results_markdown(summaries, command):
     return '\n'.join(lines + ['', 'Reproduce: `{}`'.format(command)])
 
 
+@cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
     cli.graph_mode()

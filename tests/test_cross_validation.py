@@ -1,8 +1,12 @@
 """experiments/cross_validation.py: fold assignment and the results table."""
+import json
 import math
 
-from experiments.cross_validation import assign_folds, mean_and_std, results_markdown
+import pytest
+
+from experiments.cross_validation import assign_folds, mean_and_std, results_markdown, trained_checkpoints
 from model.brats import Patient
+from model.errors import InputError
 
 
 def patients(names):
@@ -39,3 +43,14 @@ def test_results_table_has_a_row_per_fold_and_the_pooled_row():
     table = results_markdown(summaries, 'python experiments/cross_validation.py')
     assert '| fold 2 |' in table and '**all 6 held-out**' in table
     assert '0.500 ± 0.000' in table and table.endswith('`python experiments/cross_validation.py`')
+
+
+def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
+    held_out = patients(['case01', 'case02'])
+    with pytest.raises(InputError, match='needs a finished run'):
+        trained_checkpoints(str(tmp_path), 0, held_out)
+    (tmp_path / 'fold0').mkdir()
+    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01']}))
+    assert trained_checkpoints(str(tmp_path), 0, held_out) == str(tmp_path / 'fold0' / 'checkpoints')
+    with pytest.raises(InputError, match='held out other patients'):
+        trained_checkpoints(str(tmp_path), 0, patients(['case01', 'case03']))

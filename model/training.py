@@ -230,11 +230,10 @@ class Trainer:
     def _is_due(step, every):
         return every > 0 and step % every == 0
 
-    def _train_step(self, session, bar, batch_size):
+    def _train_step(self, session, step_before, batch_size, bar):
         """One optimiser step (with summaries when due); returns the new global step."""
         fetches = {'train_op': self.graph['train_op'], 'step': self.graph['global_step'],
                    'loss': self.graph['loss']['total']}
-        step_before = bar.n
         if self._is_due(step_before + 1, self.schedule.summary_every_steps):
             fetches['summaries'] = self.graph['summaries']
         started = time.time()
@@ -246,10 +245,23 @@ class Trainer:
                                 'checkpoint: step {})'.format(values['loss'], step, self._saved_step))
         if 'summaries' in values:
             self.writer.add_summary(values['summaries'], step)
-        bar.update(step - step_before)
-        bar.set_postfix(loss='{:.4f}'.format(values['loss']),
+        bar.update(self._bar_position(step) - bar.n)
+        bar.set_postfix(step=step, loss='{:.4f}'.format(values['loss']),
                         slices_per_s='{:.1f}'.format(batch_size / (time.time() - started)))
         return step
+
+    def _bar_position(self, step):
+        """Where the progress bar stands: seconds of the time budget, or steps without one."""
+        if self.schedule.time_budget_minutes > 0:
+            return min(int(self.elapsed_seconds()), int(60 * self.schedule.time_budget_minutes))
+        return step
+
+    def _progress_bar(self, step):
+        """A tqdm bar over the time budget when one is set, else over the steps."""
+        if self.schedule.time_budget_minutes > 0:
+            return tqdm(total=int(60 * self.schedule.time_budget_minutes), initial=self._bar_position(step),
+                        unit='s', desc='training (time budget)', mininterval=1.0)
+        return tqdm(total=self.schedule.num_steps, initial=step, unit='step', desc='training', mininterval=1.0)
 
     def _save_if_due(self, session, step):
         minutes = (time.time() - self._saved_time) / 60.0
@@ -262,11 +274,10 @@ class Trainer:
         self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
         budget = self.schedule.time_budget_minutes * 60.0 or math.inf
-        with StopRequest() as stop, tqdm(total=self.schedule.num_steps, initial=step,
-                                         unit='step', desc='training', mininterval=1.0) as bar:
+        with StopRequest() as stop, self._progress_bar(step) as bar:
             while (step < self.schedule.num_steps and stop.signal_name is None
                    and self.elapsed_seconds() < budget):
-                step = self._train_step(session, bar, batch_size)
+                step = self._train_step(session, step, batch_size, bar)
                 self._save_if_due(session, step)
                 if self.best and self._is_due(step, self.schedule.validate_every_steps):
                     self._validate(session, step)

@@ -220,6 +220,7 @@ def test_time_budget_stops_saves_and_counts_across_resumes(data, tmp_path):
     code, out, err = train(data, ckpt, '--num-steps', '100000', '--time-budget-minutes', '0.05', *TINY_RUN)
     assert code == 0, err
     assert 'time budget of 0.05 minutes used' in err + out
+    assert 'training (time budget)' in err and '/3 [' in err     # the bar counts the 3 s budget
     steps = checkpoint_steps(ckpt)
     assert steps and steps[-1] < 100000
     seconds = tf.train.load_variable(str(ckpt), 'train_seconds')

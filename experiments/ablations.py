@@ -1,0 +1,131 @@
+"""The ablation study of issue #5: every row is one cross-validation run of the same folds and budget.
+
+Each row names the Train.py and Inference.py flags it runs with; rows that only change test-time
+options reuse the trained folds of another row (--trained-from), so they compare identical
+networks. A finished row's results.json is copied to experiments/results/<row>.json, which is
+committed; the table in docs/accuracy.md is rendered from those files only.
+
+    python experiments/ablations.py run width-half      # ~70 min on 2 cores; resumable
+    python experiments/ablations.py table               # rewrite the table in docs/accuracy.md
+"""
+import collections
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments import cross_validation  # noqa: E402
+from model import cli  # noqa: E402
+from model.atomic import atomic_output  # noqa: E402
+from model.errors import InputError  # noqa: E402
+
+RUNS_DIR = 'experiments/runs'
+RESULTS_DIR = 'experiments/results'
+REPORT = 'docs/accuracy.md'
+TABLE_START, TABLE_END = '<!-- ablation table: start -->', '<!-- ablation table: end -->'
+BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'
+
+Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from')
+ROWS = (
+    Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, '', ''),
+    Row('budget-recipe-flip', '+ test-time flip', '', '--flip', 'budget-recipe'),
+    Row('budget-recipe-regions', '+ region decoding', '', '--decoding regions', 'budget-recipe'),
+    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', '--decoding regions --flip',
+        'budget-recipe'),
+    Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
+        'budget-recipe'),
+    Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
+    Row('width-half-regions-flip', 'width 0.5 + region decoding + flip', '', '--decoding regions --flip',
+        'width-half'),
+)
+COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
+           ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
+
+
+def row_named(name):
+    """The Row called `name`."""
+    for row in ROWS:
+        if row.name == name:
+            return row
+    raise InputError('{}: no such ablation row (rows: {})'.format(name, ', '.join(r.name for r in ROWS)))
+
+
+def cross_validation_argv(row):
+    """experiments/cross_validation.py arguments of a row."""
+    argv = ['--work-dir', os.path.join(RUNS_DIR, row.name)]
+    if row.train_flags:
+        argv.append('--train-flags=' + row.train_flags)
+    if row.inference_flags:
+        argv.append('--inference-flags=' + row.inference_flags)
+    if row.trained_from:
+        argv += ['--trained-from', os.path.join(RUNS_DIR, row.trained_from)]
+    return argv
+
+
+def run(row):
+    """Run a row (after the row it reuses, when that has no results yet) and keep its results."""
+    if row.trained_from and not os.path.exists(os.path.join(RUNS_DIR, row.trained_from, 'results.json')):
+        run(row_named(row.trained_from))
+    code = cross_validation.main(cross_validation_argv(row))
+    if code:
+        raise SystemExit(code)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with atomic_output(os.path.join(RESULTS_DIR, row.name + '.json')) as temporary:
+        shutil.copyfile(os.path.join(RUNS_DIR, row.name, 'results.json'), temporary)
+
+
+def table(results_dir=RESULTS_DIR):
+    """Markdown table of every row with results: pooled mean +- std over the held-out patients."""
+    lines = ['| row | change | ' + ' | '.join(title for _, title in COLUMNS) + ' | steps per fold |',
+             '|' + '---|' * (len(COLUMNS) + 3)]
+    commands = []
+    for row in ROWS:
+        path = os.path.join(results_dir, row.name + '.json')
+        if not os.path.exists(path):
+            continue
+        with open(path) as stream:
+            results = json.load(stream)
+        patients = [patient for fold in results['folds'] for patient in fold['rows']]
+        steps = '/'.join(str(fold['steps']) for fold in results['folds'])
+        lines.append('| {} | {} | '.format(row.name, row.change) + ' | '.join(
+            '{:.3f} ± {:.3f}'.format(*cross_validation.mean_and_std(patients, column))
+            for column, _ in COLUMNS) + ' | {} |'.format(steps))
+        commands.append('- {}: `{}`'.format(row.name, results['command']))
+    return '\n'.join(lines + ['', 'Commands, as run:', ''] + commands)
+
+
+def write_table(report=REPORT, results_dir=RESULTS_DIR):
+    """Replace the text between the table markers of `report` with the current table."""
+    with open(report) as stream:
+        text = stream.read()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise InputError('{}: table markers {} ... {} are missing'.format(report, TABLE_START, TABLE_END))
+    before, rest = text.split(TABLE_START, 1)
+    after = rest.split(TABLE_END, 1)[1]
+    with atomic_output(report) as temporary:
+        with open(temporary, 'w') as stream:
+            stream.write(before + TABLE_START + '\n' + table(results_dir) + '\n' + TABLE_END + after)
+
+
+def parse_args(argv):
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument('action', choices=('run', 'table'))
+    parser.add_argument('rows', nargs='*', help='rows to run (run)')
+    return parser.parse_args(argv)
+
+
+@cli.reports_bad_input
+def main(argv=None):
+    args = parse_args(argv)
+    if args.action == 'run':
+        for name in args.rows:
+            run(row_named(name))
+    write_table()
+    print(table())
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""experiments/ablations.py: rows, their commands, and the table rendered from results files."""
+import json
+
+import pytest
+
+from experiments import ablations
+from model.errors import InputError
+
+
+def test_every_test_time_row_reuses_a_trained_row():
+    names = [row.name for row in ablations.ROWS]
+    assert len(set(names)) == len(names)
+    for row in ablations.ROWS:
+        if row.trained_from:
+            assert not row.train_flags
+            assert not ablations.row_named(row.trained_from).trained_from
+        else:
+            assert row.train_flags
+
+
+def test_cross_validation_arguments_of_a_row():
+    argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
+    assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
+                    '--inference-flags=--decoding regions --flip',
+                    '--trained-from', 'experiments/runs/budget-recipe']
+    with pytest.raises(InputError, match='no such ablation row'):
+        ablations.row_named('nonsense')
+
+
+def results(wt_dice):
+    patient = {'WT_dice': wt_dice, 'WT_ppv': 0.9, 'WT_sensitivity': 0.8, 'TC_dice': 0.7, 'ET_dice': float('nan')}
+    return {'command': 'python experiments/cross_validation.py --work-dir X',
+            'folds': [{'steps': 100 + index, 'rows': [patient, patient]} for index in range(3)]}
+
+
+def test_table_lists_rows_with_results_in_registry_order(tmp_path):
+    (tmp_path / 'width-half.json').write_text(json.dumps(results(0.5)))
+    (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
+    lines = ablations.table(str(tmp_path)).splitlines()
+    assert lines[2].startswith('| budget-recipe |') and '0.750 ± 0.000' in lines[2]
+    assert lines[3].startswith('| width-half |') and '0.500 ± 0.000' in lines[3]
+    assert 'nan ± nan' in lines[3] and lines[3].endswith('| 100/101/102 |')
+    assert '- width-half: `python experiments/cross_validation.py --work-dir X`' in lines
+
+
+def test_write_table_replaces_only_the_marked_part(tmp_path):
+    (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
+    report = tmp_path / 'report.md'
+    report.write_text('intro\n{}\nold table\n{}\noutro\n'.format(ablations.TABLE_START, ablations.TABLE_END))
+    ablations.write_table(str(report), str(tmp_path))
+    text = report.read_text()
+    assert text.startswith('intro\n') and text.endswith('\noutro\n') and 'old table' not in text
+    assert '| budget-recipe |' in text
+    report.write_text('no markers\n')
+    with pytest.raises(InputError, match='markers'):
+        ablations.write_table(str(report), str(tmp_path))

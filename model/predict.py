@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
-from model.labels import REGIONS
+from model.losses import region_probabilities
 from model.normalization import brain_mask, intensity_stats, normalize
 
 WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
@@ -36,10 +36,7 @@ def region_labels(probabilities):
     rest of the core is whichever of necrosis and non-enhancing is likelier. Plain argmax
     instead lets background win wherever the tumour probability is split across classes.
     """
-    def total(classes):
-        return tf.add_n([probabilities[..., c] for c in classes])
-
-    whole, core, enhancing = total(REGIONS['WT']), total(REGIONS['TC']), total(REGIONS['ET'])
+    whole, core, enhancing = (region_probabilities(probabilities, region) for region in ('WT', 'TC', 'ET'))
     is_whole = whole > probabilities[..., 0]
     is_core = tf.logical_and(is_whole, core > whole - core)
     is_enhancing = tf.logical_and(is_core, enhancing > core - enhancing)

@@ -37,8 +37,8 @@ ROWS = (
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
         'budget-recipe'),
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
-    Row('width-half-regions-flip', 'width 0.5 + region decoding + flip', '', '--decoding regions --flip',
-        'width-half'),
+    Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
+        BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
 )
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

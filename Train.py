@@ -150,6 +150,8 @@ def main(argv=None):
     config = network_config(args)
     if args.crop_size % 32:
         raise InputError('--crop-size {} is not a multiple of 32'.format(args.crop_size))
+    if not 0.0 <= args.tumour_fraction <= 1.0:
+        raise InputError('--tumour-fraction {} is not between 0 and 1'.format(args.tumour_fraction))
     paths, sidecar = resolve_records(args.train_records)
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)

@@ -3,7 +3,8 @@
 Each augmentation is a small function of (image, label) that can be switched off through
 AugmentConfig. Labels are only ever moved with nearest-neighbour sampling, never interpolated.
 Because most slices hold no tumour, a set share of each batch can be drawn from the slices
-that do (`tumour_fraction`).
+that do (`tumour_fraction`): slices of the over-represented kind are dropped at random from
+a single pass over the shards.
 """
 import dataclasses
 import math
@@ -88,15 +89,12 @@ def augment(example, config):
     return image, label
 
 
-def _slices(paths, tumour=None):
-    """Endless stream of serialised slices from shuffled shards, optionally by tumour flag."""
+def _slices(paths):
+    """Endless stream of serialised slices from shuffled shards."""
     files = tf.data.Dataset.from_tensor_slices(list(paths)).shuffle(len(paths)).repeat()
-    serialized = files.interleave(
+    return files.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type=records.COMPRESSION),
         cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=False)
-    if tumour is not None:
-        serialized = serialized.filter(lambda data: tf.equal(records.parse_tumour_flag(data), int(tumour)))
-    return serialized
 
 
 def tumour_share(config, sidecar):
@@ -110,6 +108,18 @@ def tumour_share(config, sidecar):
     return config.tumour_fraction
 
 
+def keep_chances(share, natural):
+    """(tumour, other): chances of keeping a tumour and a non-tumour slice so that the kept
+    slices hold tumour with probability `share` when a share `natural` of the stream does.
+
+    The kind being oversampled is always kept, so each shard is read once and little is dropped.
+    """
+    if share >= 1.0:
+        return 1.0, 0.0
+    odds = share * (1.0 - natural) / ((1.0 - share) * natural)   # wanted tumour/other keep ratio
+    return (1.0, 1.0 / odds) if odds >= 1.0 else (odds, 1.0)
+
+
 def training_dataset(paths, sidecar, batch_size, config):
     """Endless batches of (image float32 [B, S, S, 4], label int32 [B, S, S]) for training.
 
@@ -119,12 +129,12 @@ def training_dataset(paths, sidecar, batch_size, config):
       batch_size: slices per batch.
       config: an AugmentConfig.
     """
+    serialized = _slices(paths)
     share = tumour_share(config, sidecar)
-    if share is None:
-        serialized = _slices(paths)
-    else:
-        serialized = tf.data.Dataset.sample_from_datasets(
-            [_slices(paths, tumour=True), _slices(paths, tumour=False)], weights=[share, 1.0 - share])
+    if share is not None:
+        keep_tumour, keep_other = keep_chances(share, sidecar['num_tumour_examples'] / sidecar['num_examples'])
+        serialized = serialized.filter(lambda data: tf.random.uniform([]) < tf.where(
+            tf.equal(records.parse_tumour_flag(data), 1), keep_tumour, keep_other))
     examples = serialized.shuffle(config.shuffle_buffer).map(records.parse_example, num_parallel_calls=AUTOTUNE)
     pairs = examples.map(lambda example: augment(example, config), num_parallel_calls=AUTOTUNE)
     return pairs.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

@@ -164,6 +164,16 @@ def test_jitter_is_off_when_its_ranges_are_zero():
     np.testing.assert_array_equal(jittered, image)
 
 
+@pytest.mark.parametrize('natural', [0.2, 0.48, 0.8])
+@pytest.mark.parametrize('share', [0.1, 0.48, 0.5, 0.9, 1.0])
+def test_keep_chances_give_the_share_of_tumour_slices(natural, share):
+    keep_tumour, keep_other = pipeline.keep_chances(share, natural)
+    assert 0.0 <= keep_tumour <= 1.0 and 0.0 <= keep_other <= 1.0
+    assert max(keep_tumour, keep_other) == 1.0          # nothing is dropped needlessly
+    kept_tumour, kept_other = keep_tumour * natural, keep_other * (1.0 - natural)
+    assert kept_tumour / (kept_tumour + kept_other) == pytest.approx(share)
+
+
 def test_tumour_share_falls_back_to_natural_sampling():
     config = pipeline.AugmentConfig(tumour_fraction=0.5)
     assert pipeline.tumour_share(config, {'num_examples': 10, 'num_tumour_examples': 4}) == 0.5

@@ -182,6 +182,15 @@ def test_crop_size_must_be_a_multiple_of_32(data, tmp_path, crop):
     assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
 
 
+@pytest.mark.parametrize('fraction', ['-0.1', '1.5'])
+def test_tumour_fraction_must_be_a_share(data, tmp_path, fraction):
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', '--tumour-fraction', fraction, *TINY_RUN)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--tumour-fraction {} is not between 0 and 1'.format(fraction) in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
+
+
 def test_nan_loss_stops_without_saving_that_step(data, tmp_path):
     ckpt = tmp_path / 'ckpt'
     code, out, err = train(data, ckpt, '--num-steps', '6', '--learning-rate', '1e30',

@@ -27,7 +27,8 @@ REPORT = 'docs/accuracy.md'
 TABLE_START, TABLE_END = '<!-- ablation table: start -->', '<!-- ablation table: end -->'
 BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'
 
-Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from')
+Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients',
+                             defaults=(0,))
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, '', ''),
     Row('budget-recipe-flip', '+ test-time flip', '', '--flip', 'budget-recipe'),
@@ -39,6 +40,8 @@ ROWS = (
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
         BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
+    Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
+        BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
@@ -61,6 +64,8 @@ def cross_validation_argv(row):
         argv.append('--inference-flags=' + row.inference_flags)
     if row.trained_from:
         argv += ['--trained-from', os.path.join(RUNS_DIR, row.trained_from)]
+    if row.val_patients:
+        argv += ['--val-patients', str(row.val_patients)]
     return argv
 
 

@@ -45,6 +45,7 @@ BUDGET_MINUTES = 20.0
 BATCH_SIZE = 8
 TRAIN_FLAGS = ''
 INFERENCE_FLAGS = ''
+VAL_PATIENTS = 0            # training patients per fold held back to select Train.py's best/ checkpoint
 # The grade is not in the BraTS 2018 sample's folder names; these two cases are its LGGs.
 LGG_CASES = 'Brats18_TCIA10_628_1,Brats18_TCIA13_623_1'
 REPORTED = ('WT_dice', 'WT_ppv', 'WT_sensitivity', 'TC_dice', 'TC_ppv', 'TC_sensitivity',
@@ -62,6 +63,9 @@ def parse_args(argv):
     add('--batch-size', type=int, default=BATCH_SIZE)
     add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
     add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
+    add('--val-patients', type=int, default=VAL_PATIENTS,
+        help="HGG training patients per fold held back as Train.py's validation list, which "
+        'selects the checkpoint Inference.py uses (CKPT/best/); 0: the last checkpoint')
     add('--trained-from', default='', help="an earlier run's work folder whose trained folds are reused "
         '(same folds); only inference and evaluation run')
     add('--lgg', default=LGG_CASES, help='comma-separated LGG case names, spread across folds')
@@ -79,6 +83,16 @@ def assign_folds(patients, folds, seed, lgg_names):
     for index, patient in enumerate(lgg + hgg):
         assignment[index % folds].append(patient)
     return assignment
+
+
+def split_validation(train_patients, count, seed, lgg_names):
+    """(training, validation) patients of a fold: `count` seeded HGG cases are held back."""
+    candidates = sorted((p for p in train_patients if p.name not in lgg_names), key=lambda p: p.name)
+    if not 0 <= count < len(candidates):
+        raise InputError('--val-patients {}: a fold has {} HGG training patients'.format(count, len(candidates)))
+    held_back = {p.name for p in random.Random(seed).sample(candidates, count)}
+    return ([p for p in train_patients if p.name not in held_back],
+            [p for p in train_patients if p.name in held_back])
 
 
 def run_script(script, argv, log):
@@ -101,15 +115,20 @@ def run_fold(index, train_patients, test_patients, args):
     lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
     ckpt, predictions = os.path.join(fold_dir, 'checkpoints'), os.path.join(fold_dir, 'predictions')
     os.makedirs(lists, exist_ok=True)
+    train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index,
+                                                    set(args.lgg.split(',')))
+    val_list = os.path.join(lists, 'val.txt') if val_patients else ''
     write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
     write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
+    if val_patients:
+        write_patient_list(val_patients, val_list)
     commands = []
     if args.trained_from:
         ckpt = trained_checkpoints(args.trained_from, index, test_patients)
     else:
         run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
                    commands)
-        run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', '',
+        run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
                            '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
                            '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
                    + shlex.split(args.train_flags), commands)
@@ -118,6 +137,7 @@ def run_fold(index, train_patients, test_patients, args):
     run_script(Evaluate, ['--list', os.path.join(lists, 'test.txt'), '--pred-dir', predictions], commands)
     steps, train_seconds = _trained(ckpt)
     summary = {'fold': index, 'train': [p.name for p in train_patients],
+               'validation': [p.name for p in val_patients],
                'test': [p.name for p in test_patients], 'checkpoints': ckpt, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
                'train_slices_per_s': steps * args.batch_size / train_seconds,

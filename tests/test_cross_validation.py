@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from experiments.cross_validation import assign_folds, mean_and_std, results_markdown, trained_checkpoints
+from experiments.cross_validation import (assign_folds, mean_and_std, results_markdown, split_validation,
+                                         trained_checkpoints)
 from model.brats import Patient
 from model.errors import InputError
 
@@ -54,3 +55,14 @@ def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
     assert trained_checkpoints(str(tmp_path), 0, held_out) == str(tmp_path / 'fold0' / 'checkpoints')
     with pytest.raises(InputError, match='held out other patients'):
         trained_checkpoints(str(tmp_path), 0, patients(['case01', 'case03']))
+
+
+def test_validation_patients_are_seeded_hgg_cases_of_the_training_set():
+    cases = patients(['case{:02d}'.format(index) for index in range(8)])
+    train, validation = split_validation(cases, 2, seed=3, lgg_names={'case00', 'case05'})
+    assert len(validation) == 2 and not {p.name for p in validation} & {'case00', 'case05'}
+    assert sorted(p.name for p in train + validation) == [p.name for p in cases]
+    assert split_validation(cases, 2, seed=3, lgg_names={'case00', 'case05'}) == (train, validation)
+    assert split_validation(cases, 0, seed=3, lgg_names=set()) == (cases, [])
+    with pytest.raises(InputError, match='--val-patients 6: a fold has 6 HGG training patients'):
+        split_validation(cases, 6, seed=3, lgg_names={'case00', 'case05'})

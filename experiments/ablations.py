@@ -40,6 +40,10 @@ ROWS = (
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
         BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
+    Row('paper-training', "the paper's training: crop 224, Adam 1e-4 constant, cross-entropy only",
+        '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', '', ''),
+    Row('intensity-jitter-0.3', 'budget recipe, intensity scale and shift jitter 0.3 (from 0.1)',
+        BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )

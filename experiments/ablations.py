@@ -96,7 +96,7 @@ def table(results_dir=RESULTS_DIR):
             continue
         with open(path) as stream:
             results = json.load(stream)
-        patients = [patient for fold in results['folds'] for patient in fold['rows']]
+        patients = cross_validation.held_out_rows(results['folds'])
         steps = '/'.join(str(fold['steps']) for fold in results['folds'])
         lines.append('| {} | {} | '.format(row.name, row.change) + ' | '.join(
             '{:.3f} ± {:.3f}'.format(*cross_validation.mean_and_std(patients, column))

@@ -68,8 +68,13 @@ def parse_args(argv):
         'selects the checkpoint Inference.py uses (CKPT/best/); 0: the last checkpoint')
     add('--trained-from', default='', help="an earlier run's work folder whose trained folds are reused "
         '(same folds); only inference and evaluation run')
-    add('--lgg', default=LGG_CASES, help='comma-separated LGG case names, spread across folds')
+    add('--lgg', type=name_set, default=LGG_CASES, help='comma-separated LGG case names, spread across folds')
     return parser.parse_args(argv)
+
+
+def name_set(text):
+    """The set of comma-separated names in `text`."""
+    return frozenset(text.split(','))
 
 
 def assign_folds(patients, folds, seed, lgg_names):
@@ -105,6 +110,19 @@ def run_script(script, argv, log):
         raise SystemExit('{} failed with exit code {}'.format(command, code))
 
 
+def predict_and_score(list_path, ckpt_dir, predictions, inference_flags, commands):
+    """Inference.py then Evaluate.py on a list; returns the per-patient metric rows."""
+    run_script(Inference, ['--list', list_path, '--ckpt-dir', ckpt_dir, '--output-dir', predictions]
+               + shlex.split(inference_flags), commands)
+    run_script(Evaluate, ['--list', list_path, '--pred-dir', predictions], commands)
+    return [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv')) if row['patient'] != 'mean']
+
+
+def held_out_rows(summaries):
+    """The metric rows of every held-out patient of the fold summaries."""
+    return [row for summary in summaries for row in summary['rows']]
+
+
 def run_fold(index, train_patients, test_patients, args):
     """Train and evaluate one fold (skipped when its metrics exist); returns its summary."""
     fold_dir = os.path.join(args.work_dir, 'fold{}'.format(index))
@@ -115,8 +133,7 @@ def run_fold(index, train_patients, test_patients, args):
     lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
     ckpt, predictions = os.path.join(fold_dir, 'checkpoints'), os.path.join(fold_dir, 'predictions')
     os.makedirs(lists, exist_ok=True)
-    train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index,
-                                                    set(args.lgg.split(',')))
+    train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index, args.lgg)
     val_list = os.path.join(lists, 'val.txt') if val_patients else ''
     write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
     write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
@@ -132,17 +149,14 @@ def run_fold(index, train_patients, test_patients, args):
                            '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
                            '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
                    + shlex.split(args.train_flags), commands)
-    run_script(Inference, ['--list', os.path.join(lists, 'test.txt'), '--ckpt-dir', ckpt,
-                           '--output-dir', predictions] + shlex.split(args.inference_flags), commands)
-    run_script(Evaluate, ['--list', os.path.join(lists, 'test.txt'), '--pred-dir', predictions], commands)
+    rows = predict_and_score(os.path.join(lists, 'test.txt'), ckpt, predictions, args.inference_flags, commands)
     steps, train_seconds = _trained(ckpt)
     summary = {'fold': index, 'train': [p.name for p in train_patients],
                'validation': [p.name for p in val_patients],
                'test': [p.name for p in test_patients], 'checkpoints': ckpt, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
                'train_slices_per_s': steps * args.batch_size / train_seconds,
-               'rows': [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv'))
-                        if row['patient'] != 'mean'], 'commands': commands}
+               'rows': rows, 'commands': commands}
     write_json(summary, summary_path)
     return summary
 
@@ -191,7 +205,7 @@ def results_markdown(summaries, command):
         lines.append('| fold {} | '.format(summary['fold']) + ' | '.join(
             '{:.3f}'.format(means[column]) for column in REPORTED) + ' | {} | {:.2f} | {:.1f} |'.format(
             summary['steps'], summary['train_slices_per_s'], summary['train_minutes']))
-    rows = [row for summary in summaries for row in summary['rows']]
+    rows = held_out_rows(summaries)
     lines.append('| **all {} held-out** | '.format(len(rows)) + ' | '.join(
         '{:.3f} ± {:.3f}'.format(*mean_and_std(rows, column)) for column in REPORTED) + ' | | | |')
     return '\n'.join(lines + ['', 'Reproduce: `{}`'.format(command)])
@@ -205,7 +219,7 @@ def main(argv=None):
     lists = os.path.join(args.work_dir, 'lists')
     run_script(readfile, ['--data-dir', args.data_dir, '--list-dir', lists, '--val-fraction', '0'], [])
     patients = read_patient_list(os.path.join(lists, 'train.txt'), require_labels=True)
-    folds = assign_folds(patients, args.folds, args.seed, set(args.lgg.split(',')))
+    folds = assign_folds(patients, args.folds, args.seed, args.lgg)
     summaries = []
     for index, test_patients in enumerate(folds):
         train_patients = [p for p in patients if p not in test_patients]

@@ -16,9 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import Evaluate  # noqa: E402
-import Inference  # noqa: E402
-from experiments.cross_validation import mean_and_std, run_script  # noqa: E402
+from experiments.cross_validation import held_out_rows, mean_and_std, predict_and_score  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
@@ -35,13 +33,9 @@ def parse_args(argv):
 
 def training_rows(fold_dir, summary, inference_flags):
     """Evaluate.py rows of a fold's training patients, predicted with the fold's checkpoints."""
-    train_list = os.path.join(fold_dir, 'lists', 'train.txt')
-    predictions = os.path.join(fold_dir, 'train_predictions')
     checkpoints = summary.get('checkpoints', os.path.join(fold_dir, 'checkpoints'))   # older runs: their own
-    run_script(Inference, ['--list', train_list, '--ckpt-dir', checkpoints,
-                           '--output-dir', predictions] + shlex.split(inference_flags), [])
-    run_script(Evaluate, ['--list', train_list, '--pred-dir', predictions], [])
-    return [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv')) if row['patient'] != 'mean']
+    return predict_and_score(os.path.join(fold_dir, 'lists', 'train.txt'), checkpoints,
+                             os.path.join(fold_dir, 'train_predictions'), inference_flags, [])
 
 
 def gap_table(pairs):
@@ -69,8 +63,7 @@ def main(argv=None):
         fold_dir = os.path.join(args.run_dir, 'fold{}'.format(summary['fold']))
         pairs.append(('fold {}'.format(summary['fold']), training_rows(fold_dir, summary, args.inference_flags),
                       summary['rows']))
-    pairs.append(('all folds', [row for _, trained, _ in pairs for row in trained],
-                  [row for summary in folds for row in summary['rows']]))
+    pairs.append(('all folds', [row for _, trained, _ in pairs for row in trained], held_out_rows(folds)))
     command = 'python experiments/fit_gap.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     table = gap_table(pairs) + '\n\nReproduce: `{}`'.format(command)
     with atomic_output(os.path.join(args.run_dir, 'fit_gap.md')) as temporary:

@@ -48,6 +48,11 @@ class Schedule:
     validate_every_steps: int = 1000
     time_budget_minutes: float = 0.0
 
+    @property
+    def time_budget_seconds(self):
+        """The training-time budget in seconds; 0 when there is none."""
+        return 60.0 * self.time_budget_minutes
+
 
 def learning_rate(schedule, progress):
     """The learning-rate tensor for training progress in [0, 1]: constant, or cosine or
@@ -62,8 +67,8 @@ def learning_rate(schedule, progress):
 def progress(step, seconds, schedule):
     """Share of the run done: by steps, or by the time budget when that is further along."""
     done = step / float(schedule.num_steps)
-    if schedule.time_budget_minutes > 0:
-        done = max(done, seconds / (60.0 * schedule.time_budget_minutes))
+    if schedule.time_budget_seconds > 0:
+        done = max(done, seconds / schedule.time_budget_seconds)
     return min(done, 1.0)
 
 
@@ -252,14 +257,14 @@ class Trainer:
 
     def _bar_position(self, step):
         """Where the progress bar stands: seconds of the time budget, or steps without one."""
-        if self.schedule.time_budget_minutes > 0:
-            return min(int(self.elapsed_seconds()), int(60 * self.schedule.time_budget_minutes))
+        if self.schedule.time_budget_seconds > 0:
+            return min(int(self.elapsed_seconds()), int(self.schedule.time_budget_seconds))
         return step
 
     def _progress_bar(self, step):
         """A tqdm bar over the time budget when one is set, else over the steps."""
-        if self.schedule.time_budget_minutes > 0:
-            return tqdm(total=int(60 * self.schedule.time_budget_minutes), initial=self._bar_position(step),
+        if self.schedule.time_budget_seconds > 0:
+            return tqdm(total=int(self.schedule.time_budget_seconds), initial=self._bar_position(step),
                         unit='s', desc='training (time budget)', mininterval=1.0)
         return tqdm(total=self.schedule.num_steps, initial=step, unit='step', desc='training', mininterval=1.0)
 
@@ -273,7 +278,7 @@ class Trainer:
         step = first_step = self.restore_or_initialize(session)
         self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
-        budget = self.schedule.time_budget_minutes * 60.0 or math.inf
+        budget = self.schedule.time_budget_seconds or math.inf
         with StopRequest() as stop, self._progress_bar(step) as bar:
             while (step < self.schedule.num_steps and stop.signal_name is None
                    and self.elapsed_seconds() < budget):

@@ -21,6 +21,7 @@ import os
 import random
 import shlex
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -130,6 +131,7 @@ def run_fold(index, train_patients, test_patients, args):
     if os.path.exists(summary_path):
         with open(summary_path) as stream:
             return json.load(stream)
+    started = time.monotonic()
     lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
     ckpt, predictions = os.path.join(fold_dir, 'checkpoints'), os.path.join(fold_dir, 'predictions')
     os.makedirs(lists, exist_ok=True)
@@ -156,6 +158,7 @@ def run_fold(index, train_patients, test_patients, args):
                'test': [p.name for p in test_patients], 'checkpoints': ckpt, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
                'train_slices_per_s': steps * args.batch_size / train_seconds,
+               'fold_minutes': (time.monotonic() - started) / 60.0,
                'rows': rows, 'commands': commands}
     write_json(summary, summary_path)
     return summary
@@ -196,18 +199,30 @@ def mean_and_std(rows, column):
     return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
+def _fold_minutes(summaries):
+    """Summed wall time of folds in minutes, as text; n/a if a fold ran before it was recorded."""
+    if all('fold_minutes' in summary for summary in summaries):
+        return '{:.1f}'.format(sum(summary['fold_minutes'] for summary in summaries))
+    return 'n/a'
+
+
 def results_markdown(summaries, command):
-    """The results table: per fold means, then mean +- std over all held-out patients."""
-    header = '| | ' + ' | '.join(REPORTED) + ' | steps | train slices/s | train min |'
-    lines = [header, '|' + '---|' * (len(REPORTED) + 4)]
+    """The results table: per fold means, then mean +- std over all held-out patients.
+
+    "train min" is Train.py's wall time; "fold min" is the whole fold (records, training,
+    inference and evaluation), summed over the folds in the last row.
+    """
+    header = '| | ' + ' | '.join(REPORTED) + ' | steps | train slices/s | train min | fold min |'
+    lines = [header, '|' + '---|' * (len(REPORTED) + 5)]
     for summary in summaries:
         means = mean_row(summary['rows'])
         lines.append('| fold {} | '.format(summary['fold']) + ' | '.join(
-            '{:.3f}'.format(means[column]) for column in REPORTED) + ' | {} | {:.2f} | {:.1f} |'.format(
-            summary['steps'], summary['train_slices_per_s'], summary['train_minutes']))
+            '{:.3f}'.format(means[column]) for column in REPORTED) + ' | {} | {:.2f} | {:.1f} | {} |'.format(
+            summary['steps'], summary['train_slices_per_s'], summary['train_minutes'], _fold_minutes([summary])))
     rows = held_out_rows(summaries)
     lines.append('| **all {} held-out** | '.format(len(rows)) + ' | '.join(
-        '{:.3f} ± {:.3f}'.format(*mean_and_std(rows, column)) for column in REPORTED) + ' | | | |')
+        '{:.3f} ± {:.3f}'.format(*mean_and_std(rows, column)) for column in REPORTED)
+        + ' | | | | {} |'.format(_fold_minutes(summaries)))
     return '\n'.join(lines + ['', 'Reproduce: `{}`'.format(command)])
 
 

@@ -40,10 +40,13 @@ def test_results_table_has_a_row_per_fold_and_the_pooled_row():
     row = dict({'{}_{}'.format(region, metric): 0.5 for region in columns
                 for metric in ('dice', 'ppv', 'sensitivity', 'hd95')}, patient='p')
     summaries = [{'fold': index, 'rows': [row, row], 'steps': 10, 'train_slices_per_s': 4.0,
-                  'train_minutes': 20.0} for index in range(3)]
+                  'train_minutes': 20.0, 'fold_minutes': 21.0 + index} for index in range(3)]
     table = results_markdown(summaries, 'python experiments/cross_validation.py')
     assert '| fold 2 |' in table and '**all 6 held-out**' in table
     assert '0.500 ± 0.000' in table and table.endswith('`python experiments/cross_validation.py`')
+    assert '| 20.0 | 23.0 |' in table and table.splitlines()[-3].endswith('| | | | 66.0 |')
+    del summaries[0]['fold_minutes']
+    assert '| 20.0 | n/a |' in results_markdown(summaries, 'command').splitlines()[2]
 
 
 def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):

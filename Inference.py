@@ -29,6 +29,7 @@ RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = False               # test-time left-right flip averaging
 DECODING = 'argmax'        # 'argmax' over the 5 classes (the paper's) or 'regions' (WT, TC, ET in turn)
+TUMOUR_THRESHOLD = 0.5     # regions decoding: tumour where P(WT) exceeds this
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
 SAVE_PNG = False
 OVERWRITE = False
@@ -48,6 +49,8 @@ def parse_args(argv):
     add('--flip', action='store_true', default=FLIP, help='average with left-right flipped input')
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
+    add('--tumour-threshold', type=float, default=TUMOUR_THRESHOLD,
+        help='regions decoding: tumour where P(WT) exceeds this (below 0.5: more sensitive)')
     add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
         help='drop tumour components smaller than this many voxels (0: off)')
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
@@ -103,8 +106,10 @@ def main(argv=None):
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
-    with restored_predictor(args.ckpt_dir, args.checkpoint, args.batch_size, args.flip,
-                            args.gpu_memory_fraction, args.decoding) as (session, predictor, checkpoint):
+    options = dict(batch_size=args.batch_size, flip=args.flip, decoding=args.decoding,
+                   tumour_threshold=args.tumour_threshold)
+    with restored_predictor(args.ckpt_dir, args.checkpoint, args.gpu_memory_fraction,
+                            **options) as (session, predictor, checkpoint):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

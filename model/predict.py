@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
+from model.errors import InputError
 from model.losses import region_probabilities
 from model.normalization import brain_mask, intensity_stats, normalize
 
@@ -27,17 +28,18 @@ DECODINGS = ('argmax', 'regions')
 Window = collections.namedtuple('Window', 'height width start_y start_x')
 
 
-def region_labels(probabilities):
+def region_labels(probabilities, tumour_threshold=0.5):
     """uint8 labels of [..., 5] class probabilities, decided region by region.
 
     The scored regions are nested (ET in TC in WT), so each is decided by its own summed
-    probability: tumour where P(WT) > P(background); core, among tumour, where P(TC) >
-    P(oedema); enhancing, within the core, where P(ET) > P(necrosis) + P(non-enhancing); the
-    rest of the core is whichever of necrosis and non-enhancing is likelier. Plain argmax
-    instead lets background win wherever the tumour probability is split across classes.
+    probability: tumour where P(WT) > tumour_threshold (0.5: where P(WT) > P(background)); core,
+    among tumour, where P(TC) > P(oedema); enhancing, within the core, where P(ET) > P(necrosis)
+    + P(non-enhancing); the rest of the core is whichever of necrosis and non-enhancing is
+    likelier. Plain argmax instead lets background win wherever the tumour probability is split
+    across classes.
     """
     whole, core, enhancing = (region_probabilities(probabilities, region) for region in ('WT', 'TC', 'ET'))
-    is_whole = whole > probabilities[..., 0]
+    is_whole = whole > tumour_threshold
     is_core = tf.logical_and(is_whole, core > whole - core)
     is_enhancing = tf.logical_and(is_core, enhancing > core - enhancing)
     rest_of_core = tf.where_v2(probabilities[..., 3] > probabilities[..., 1], 3, 1)
@@ -45,10 +47,20 @@ def region_labels(probabilities):
     return tf.cast(labels, tf.uint8)
 
 
-def decode(probabilities, decoding):
+def check_decoding(decoding, tumour_threshold=0.5):
+    """Raise InputError unless the decoding is known and the threshold is one it can use."""
+    if decoding not in DECODINGS:
+        raise InputError('decoding must be one of {}, not {!r}'.format(', '.join(DECODINGS), decoding))
+    if not 0.0 < tumour_threshold < 1.0:
+        raise InputError('tumour threshold must be between 0 and 1, not {}'.format(tumour_threshold))
+    if tumour_threshold != 0.5 and decoding != 'regions':
+        raise InputError('a tumour threshold other than 0.5 needs regions decoding')
+
+
+def decode(probabilities, decoding, tumour_threshold=0.5):
     """uint8 labels of [..., 5] class probabilities by 'argmax' (the paper's) or 'regions'."""
     if decoding == 'regions':
-        return region_labels(probabilities)
+        return region_labels(probabilities, tumour_threshold)
     return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
 
 
@@ -110,13 +122,14 @@ class Predictor:
     moving statistics).
     """
 
-    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax'):
-        if decoding not in DECODINGS:
-            raise ValueError('decoding must be one of {}, not {!r}'.format(DECODINGS, decoding))
+    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
+                 tumour_threshold=0.5):
+        check_decoding(decoding, tumour_threshold)
         self.network_config = network_config
         self.batch_size = batch_size
         self.flip = flip
         self.decoding = decoding
+        self.tumour_threshold = tumour_threshold
         self.margin = margin
         self._graphs = {}
 
@@ -140,7 +153,7 @@ class Predictor:
                 if self.flip:
                     flipped = build_network(tf.reverse(images, [2]), self.network_config, False)
                     probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
-                labels = decode(probabilities, self.decoding)
+                labels = decode(probabilities, self.decoding, self.tumour_threshold)
             self._graphs[height, width] = (raw, mean, std, labels)
         return self._graphs[height, width]
 
@@ -191,16 +204,16 @@ def session_config(gpu_memory_fraction=0.0):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dir, checkpoint=None, batch_size=8, flip=False, gpu_memory_fraction=0.0,
-                       decoding='argmax'):
+def restored_predictor(ckpt_dir, checkpoint=None, gpu_memory_fraction=0.0, **predictor_options):
     """Yield (session, Predictor, checkpoint path) for a training run folder.
 
     The network is rebuilt from CKPT/config.json and restored from `checkpoint`, or from
     CKPT/best/ or CKPT's latest checkpoint (see model.checkpoints.find_checkpoint).
+    predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
     """
     network_config, _, _ = checkpoints.read_config(ckpt_dir)
     path = checkpoints.find_checkpoint(ckpt_dir, checkpoint)
-    predictor = Predictor(network_config, batch_size=batch_size, flip=flip, decoding=decoding)
+    predictor = Predictor(network_config, **predictor_options)
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
         predictor.build(graph)
         checkpoints.restore(session, path, tf.global_variables())

@@ -230,6 +230,15 @@ def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
     assert not (tmp_path / 'pred').exists() or os.listdir(str(tmp_path / 'pred')) == []
 
 
+def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline, tmp_path):
+    paths, _ = pipeline
+    code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],
+                                     '--output-dir', tmp_path / 'pred', '--tumour-threshold', '0.3'])
+    assert code == 2
+    assert 'needs regions decoding' in error_line(err)
+    assert not (tmp_path / 'pred').exists()
+
+
 # ---------------------------------------------------------------- Evaluate refusals
 
 

@@ -6,6 +6,7 @@ import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
 
 from model import dcr, phantom, predict  # noqa: E402  (after disable_v2_behavior)
+from model.errors import InputError  # noqa: E402
 from model.normalization import CLIP_SD  # noqa: E402
 
 TINY = dcr.NetworkConfig(width=0.125, refine_filters=8)
@@ -91,9 +92,9 @@ def test_brain_window_of_an_empty_mask():
 # ---------------------------------------------------------------- decoding
 
 
-def decode_with_tf(probabilities, decoding):
+def decode_with_tf(probabilities, decoding, tumour_threshold=0.5):
     with tf.Graph().as_default(), tf.Session() as session:
-        return session.run(predict.decode(tf.constant(probabilities, tf.float32), decoding))
+        return session.run(predict.decode(tf.constant(probabilities, tf.float32), decoding, tumour_threshold))
 
 
 @pytest.mark.parametrize('probabilities, argmax_label, region_label', [
@@ -124,9 +125,25 @@ def test_region_decoding_follows_the_region_probabilities():
     assert whole.sum() > (argmax > 0).sum()
 
 
-def test_unknown_decoding_is_refused():
-    with pytest.raises(ValueError, match='decoding'):
-        predict.Predictor(TINY, decoding='softmax')
+def test_a_lower_tumour_threshold_adds_tumour_and_keeps_the_core_decisions():
+    probabilities = np.random.default_rng(1).dirichlet(np.full(5, 0.5), size=(40, 50))
+    default = decode_with_tf(probabilities, 'regions')
+    sensitive = decode_with_tf(probabilities, 'regions', 0.3)
+    np.testing.assert_array_equal(sensitive > 0, probabilities[..., 0] < 0.7)
+    assert (sensitive > 0).sum() > (default > 0).sum()
+    tumour_in_both = default > 0
+    np.testing.assert_array_equal(sensitive[tumour_in_both], default[tumour_in_both])
+
+
+@pytest.mark.parametrize('decoding, threshold, message', [
+    ('softmax', 0.5, 'decoding must be one of'),
+    ('regions', 1.0, 'between 0 and 1'),
+    ('regions', 0.0, 'between 0 and 1'),
+    ('argmax', 0.3, 'needs regions decoding'),
+])
+def test_unknown_decodings_and_unusable_thresholds_are_refused(decoding, threshold, message):
+    with pytest.raises(InputError, match=message):
+        predict.Predictor(TINY, decoding=decoding, tumour_threshold=threshold)
 
 
 # ---------------------------------------------------------------- Predictor

@@ -3,10 +3,12 @@
 Each row names the Train.py and Inference.py flags it runs with; rows that only change test-time
 options reuse the trained folds of another row (--trained-from), so they compare identical
 networks. A finished row's results.json is copied to experiments/results/<row>.json, which is
-committed; the table in docs/accuracy.md is rendered from those files only.
+committed; the tables in docs/accuracy.md are rendered from those files only. SELECTIONS
+groups test-time rows whose option is chosen for each fold on the other folds
+(experiments/fold_selection.py), the honest way to pick a value such as a threshold.
 
     python experiments/ablations.py run width-half      # ~70 min on 2 cores; resumable
-    python experiments/ablations.py table               # rewrite the table in docs/accuracy.md
+    python experiments/ablations.py table               # rewrite the tables in docs/accuracy.md
 """
 import collections
 import json
@@ -16,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import cross_validation  # noqa: E402
+from experiments import cross_validation, fold_selection  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
@@ -24,7 +26,6 @@ from model.errors import InputError  # noqa: E402
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
 REPORT = 'docs/accuracy.md'
-TABLE_START, TABLE_END = '<!-- ablation table: start -->', '<!-- ablation table: end -->'
 BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients',
@@ -37,6 +38,12 @@ ROWS = (
         'budget-recipe'),
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
         'budget-recipe'),
+    Row('budget-recipe-regions-t0.4', '+ region decoding, tumour where P(WT) > 0.4', '',
+        '--decoding regions --tumour-threshold 0.4', 'budget-recipe'),
+    Row('budget-recipe-regions-t0.3', '+ region decoding, tumour where P(WT) > 0.3', '',
+        '--decoding regions --tumour-threshold 0.3', 'budget-recipe'),
+    Row('budget-recipe-regions-t0.2', '+ region decoding, tumour where P(WT) > 0.2', '',
+        '--decoding regions --tumour-threshold 0.2', 'budget-recipe'),
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
         BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
@@ -46,6 +53,12 @@ ROWS = (
         BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
+)
+# Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
+SELECTIONS = (
+    ('tumour threshold of the budget recipe, 0.5 to 0.2',
+     ('budget-recipe-regions', 'budget-recipe-regions-t0.4', 'budget-recipe-regions-t0.3',
+      'budget-recipe-regions-t0.2')),
 )
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
@@ -85,37 +98,70 @@ def run(row):
         shutil.copyfile(os.path.join(RUNS_DIR, row.name, 'results.json'), temporary)
 
 
+def load_results(results_dir=RESULTS_DIR):
+    """{row name: results document} of the registered rows with a results file."""
+    results = {}
+    for row in ROWS:
+        path = os.path.join(results_dir, row.name + '.json')
+        if os.path.exists(path):
+            with open(path) as stream:
+                results[row.name] = json.load(stream)
+    return results
+
+
+def pooled_cells(patients):
+    """The COLUMNS' mean +- std over patient rows, as table cells."""
+    return ' | '.join('{:.3f} ± {:.3f}'.format(*cross_validation.mean_and_std(patients, column))
+                      for column, _ in COLUMNS)
+
+
 def table(results_dir=RESULTS_DIR):
     """Markdown table of every row with results: pooled mean +- std over the held-out patients."""
     lines = ['| row | change | ' + ' | '.join(title for _, title in COLUMNS) + ' | steps per fold |',
              '|' + '---|' * (len(COLUMNS) + 3)]
     commands = []
-    for row in ROWS:
-        path = os.path.join(results_dir, row.name + '.json')
-        if not os.path.exists(path):
-            continue
-        with open(path) as stream:
-            results = json.load(stream)
+    for name, results in load_results(results_dir).items():
         patients = cross_validation.held_out_rows(results['folds'])
         steps = '/'.join(str(fold['steps']) for fold in results['folds'])
-        lines.append('| {} | {} | '.format(row.name, row.change) + ' | '.join(
-            '{:.3f} ± {:.3f}'.format(*cross_validation.mean_and_std(patients, column))
-            for column, _ in COLUMNS) + ' | {} |'.format(steps))
-        commands.append('- {}: `{}`'.format(row.name, results['command']))
+        lines.append('| {} | {} | {} | {} |'.format(name, row_named(name).change, pooled_cells(patients), steps))
+        commands.append('- {}: `{}`'.format(name, results['command']))
     return '\n'.join(lines + ['', 'Commands, as run:', ''] + commands)
 
 
-def write_table(report=REPORT, results_dir=RESULTS_DIR):
-    """Replace the text between the table markers of `report` with the current table."""
+def selection_table(results_dir=RESULTS_DIR):
+    """Markdown table of each SELECTIONS entry whose rows all have results: the row chosen for
+    each fold on the other folds, and the pooled held-out metrics under those choices."""
+    results = load_results(results_dir)
+    lines = ['| selection | chosen per fold (on the other folds) | '
+             + ' | '.join(title for _, title in COLUMNS) + ' |', '|' + '---|' * (len(COLUMNS) + 2)]
+    for title, names in SELECTIONS:
+        if not all(name in results for name in names):
+            continue
+        candidates = {name: results[name] for name in names}
+        choices = fold_selection.choose_per_fold(candidates)
+        lines.append('| {} | {} | {} |'.format(title, ', '.join(name for _, name in choices),
+                                               pooled_cells(fold_selection.selected_rows(candidates, choices))))
+    return '\n'.join(lines)
+
+
+def markers(section):
+    """The start and end comments that delimit a generated section of the report."""
+    return '<!-- {}: start -->'.format(section), '<!-- {}: end -->'.format(section)
+
+
+def write_tables(report=REPORT, results_dir=RESULTS_DIR):
+    """Replace the text between each generated section's markers in `report` with its table."""
     with open(report) as stream:
         text = stream.read()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise InputError('{}: table markers {} ... {} are missing'.format(report, TABLE_START, TABLE_END))
-    before, rest = text.split(TABLE_START, 1)
-    after = rest.split(TABLE_END, 1)[1]
+    for section, render in (('ablation table', table), ('fold selection', selection_table)):
+        start, end = markers(section)
+        if start not in text or end not in text:
+            raise InputError('{}: table markers {} ... {} are missing'.format(report, start, end))
+        before, rest = text.split(start, 1)
+        text = before + start + '\n' + render(results_dir) + '\n' + end + rest.split(end, 1)[1]
     with atomic_output(report) as temporary:
         with open(temporary, 'w') as stream:
-            stream.write(before + TABLE_START + '\n' + table(results_dir) + '\n' + TABLE_END + after)
+            stream.write(text)
 
 
 def parse_args(argv):
@@ -131,8 +177,8 @@ def main(argv=None):
     if args.action == 'run':
         for name in args.rows:
             run(row_named(name))
-    write_table()
-    print(table())
+    write_tables()
+    print(table() + '\n\n' + selection_table())
     return 0
 
 

@@ -30,7 +30,8 @@ def test_cross_validation_arguments_of_a_row():
 def results(wt_dice):
     patient = {'WT_dice': wt_dice, 'WT_ppv': 0.9, 'WT_sensitivity': 0.8, 'TC_dice': 0.7, 'ET_dice': float('nan')}
     return {'command': 'python experiments/cross_validation.py --work-dir X',
-            'folds': [{'steps': 100 + index, 'rows': [patient, patient]} for index in range(3)]}
+            'folds': [{'steps': 100 + index, 'rows': [patient, patient], 'test': ['p{}'.format(index)]}
+                      for index in range(3)]}
 
 
 def test_table_lists_rows_with_results_in_registry_order(tmp_path):
@@ -43,14 +44,30 @@ def test_table_lists_rows_with_results_in_registry_order(tmp_path):
     assert '- width-half: `python experiments/cross_validation.py --work-dir X`' in lines
 
 
-def test_write_table_replaces_only_the_marked_part(tmp_path):
+def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     report = tmp_path / 'report.md'
-    report.write_text('intro\n{}\nold table\n{}\noutro\n'.format(ablations.TABLE_START, ablations.TABLE_END))
-    ablations.write_table(str(report), str(tmp_path))
+    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\noutro\n'.format(
+        *ablations.markers('ablation table'), *ablations.markers('fold selection')))
+    ablations.write_tables(str(report), str(tmp_path))
     text = report.read_text()
-    assert text.startswith('intro\n') and text.endswith('\noutro\n') and 'old table' not in text
-    assert '| budget-recipe |' in text
-    report.write_text('no markers\n')
-    with pytest.raises(InputError, match='markers'):
-        ablations.write_table(str(report), str(tmp_path))
+    assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
+    assert 'old table' not in text and 'stale rows' not in text
+    assert '| budget-recipe |' in text and '| selection |' in text
+    report.write_text('{}\n{}\nno selection markers\n'.format(*ablations.markers('ablation table')))
+    with pytest.raises(InputError, match='fold selection: start'):
+        ablations.write_tables(str(report), str(tmp_path))
+
+
+def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablations, 'SELECTIONS', (('threshold', ('budget-recipe-regions', 'width-half')),))
+    plain, lowered = results(0.8), results(0.7)
+    lowered['folds'][0]['rows'] = [dict(row, WT_dice=1.0) for row in lowered['folds'][0]['rows']]
+    (tmp_path / 'budget-recipe-regions.json').write_text(json.dumps(plain))
+    assert len(ablations.selection_table(str(tmp_path)).splitlines()) == 2     # a candidate is missing
+    (tmp_path / 'width-half.json').write_text(json.dumps(lowered))
+    line = ablations.selection_table(str(tmp_path)).splitlines()[2]
+    # Fold 0, where the second candidate shines, is scored with the first (better on folds 1 and 2);
+    # folds 1 and 2 see fold 0's 1.0 and pick the second, which scores them 0.7.
+    assert '| budget-recipe-regions, width-half, width-half |' in line
+    assert '0.733 ± 0.047' in line

@@ -26,7 +26,7 @@ from model.errors import InputError  # noqa: E402
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
 REPORT = 'docs/accuracy.md'
-BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'
+BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'   # rows append flags; the last wins
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients',
                              defaults=(0,))
@@ -51,6 +51,11 @@ ROWS = (
         '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', '', ''),
     Row('intensity-jitter-0.3', 'budget recipe, intensity scale and shift jitter 0.3 (from 0.1)',
         BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
+    Row('dice-off', 'budget recipe without the soft Dice term (cross-entropy only)',
+        BUDGET_RECIPE + ' --dice-weight 0', '', ''),
+    Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',
+        BUDGET_RECIPE + ' --tumour-fraction 0', '', ''),
+    Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )

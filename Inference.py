@@ -19,7 +19,7 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import remove_small_components
-from model.predict import DECODINGS, restored_predictor
+from model.predict import DECODINGS, check_decoding, restored_predictor
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
@@ -103,13 +103,13 @@ def segment(session, predictor, patient, output_path, args):
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
+    check_decoding(args.decoding, args.tumour_threshold)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
-    options = dict(batch_size=args.batch_size, flip=args.flip, decoding=args.decoding,
-                   tumour_threshold=args.tumour_threshold)
-    with restored_predictor(args.ckpt_dir, args.checkpoint, args.gpu_memory_fraction,
-                            **options) as (session, predictor, checkpoint):
+    with restored_predictor(args.ckpt_dir, args.checkpoint, gpu_memory_fraction=args.gpu_memory_fraction,
+                            batch_size=args.batch_size, flip=args.flip, decoding=args.decoding,
+                            tumour_threshold=args.tumour_threshold) as (session, predictor, checkpoint):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

@@ -104,7 +104,7 @@ def run(row):
 
 
 def load_results(results_dir=RESULTS_DIR):
-    """{row name: results document} of the registered rows with a results file."""
+    """{row name: results document} of the registered rows with a results file, in registry order."""
     results = {}
     for row in ROWS:
         path = os.path.join(results_dir, row.name + '.json')
@@ -120,23 +120,22 @@ def pooled_cells(patients):
                       for column, _ in COLUMNS)
 
 
-def table(results_dir=RESULTS_DIR):
+def table(results):
     """Markdown table of every row with results: pooled mean +- std over the held-out patients."""
     lines = ['| row | change | ' + ' | '.join(title for _, title in COLUMNS) + ' | steps per fold |',
              '|' + '---|' * (len(COLUMNS) + 3)]
     commands = []
-    for name, results in load_results(results_dir).items():
-        patients = cross_validation.held_out_rows(results['folds'])
-        steps = '/'.join(str(fold['steps']) for fold in results['folds'])
+    for name, run_results in results.items():
+        patients = cross_validation.held_out_rows(run_results['folds'])
+        steps = '/'.join(str(fold['steps']) for fold in run_results['folds'])
         lines.append('| {} | {} | {} | {} |'.format(name, row_named(name).change, pooled_cells(patients), steps))
-        commands.append('- {}: `{}`'.format(name, results['command']))
+        commands.append('- {}: `{}`'.format(name, run_results['command']))
     return '\n'.join(lines + ['', 'Commands, as run:', ''] + commands)
 
 
-def selection_table(results_dir=RESULTS_DIR):
+def selection_table(results):
     """Markdown table of each SELECTIONS entry whose rows all have results: the row chosen for
     each fold on the other folds, and the pooled held-out metrics under those choices."""
-    results = load_results(results_dir)
     lines = ['| selection | chosen per fold (on the other folds) | '
              + ' | '.join(title for _, title in COLUMNS) + ' |', '|' + '---|' * (len(COLUMNS) + 2)]
     for title, names in SELECTIONS:
@@ -155,18 +154,23 @@ def markers(section):
 
 
 def write_tables(report=REPORT, results_dir=RESULTS_DIR):
-    """Replace the text between each generated section's markers in `report` with its table."""
+    """Replace the text between each generated section's markers in `report` with its table;
+    returns the tables."""
+    results = load_results(results_dir)
     with open(report) as stream:
         text = stream.read()
+    tables = []
     for section, render in (('ablation table', table), ('fold selection', selection_table)):
         start, end = markers(section)
-        if start not in text or end not in text:
-            raise InputError('{}: table markers {} ... {} are missing'.format(report, start, end))
+        if start not in text or end not in text.split(start, 1)[1]:
+            raise InputError('{}: table markers {} ... {} are missing or out of order'.format(report, start, end))
         before, rest = text.split(start, 1)
-        text = before + start + '\n' + render(results_dir) + '\n' + end + rest.split(end, 1)[1]
+        tables.append(render(results))
+        text = before + start + '\n' + tables[-1] + '\n' + end + rest.split(end, 1)[1]
     with atomic_output(report) as temporary:
         with open(temporary, 'w') as stream:
             stream.write(text)
+    return '\n\n'.join(tables)
 
 
 def parse_args(argv):
@@ -182,8 +186,7 @@ def main(argv=None):
     if args.action == 'run':
         for name in args.rows:
             run(row_named(name))
-    write_tables()
-    print(table() + '\n\n' + selection_table())
+    print(write_tables())
     return 0
 
 

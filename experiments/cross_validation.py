@@ -209,8 +209,9 @@ def _fold_minutes(summaries):
 def results_markdown(summaries, command):
     """The results table: per fold means, then mean +- std over all held-out patients.
 
-    "train min" is Train.py's wall time; "fold min" is the whole fold (records, training,
-    inference and evaluation), summed over the folds in the last row.
+    "train min" is Train.py's wall time; "fold min" is this run's last attempt at the fold
+    (records, training, inference and evaluation; with --trained-from, only the last two),
+    summed over the folds in the last row.
     """
     header = '| | ' + ' | '.join(REPORTED) + ' | steps | train slices/s | train min | fold min |'
     lines = [header, '|' + '---|' * (len(REPORTED) + 5)]

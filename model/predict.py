@@ -32,14 +32,15 @@ def region_labels(probabilities, tumour_threshold=0.5):
     """uint8 labels of [..., 5] class probabilities, decided region by region.
 
     The scored regions are nested (ET in TC in WT), so each is decided by its own summed
-    probability: tumour where P(WT) > tumour_threshold (0.5: where P(WT) > P(background)); core,
-    among tumour, where P(TC) > P(oedema); enhancing, within the core, where P(ET) > P(necrosis)
-    + P(non-enhancing); the rest of the core is whichever of necrosis and non-enhancing is
+    probability: tumour where P(WT) / (P(WT) + P(background)) > tumour_threshold (at 0.5,
+    exactly where P(WT) > P(background), however the probabilities are rounded); core, among
+    tumour, where P(TC) > P(oedema); enhancing, within the core, where P(ET) > P(necrosis) +
+    P(non-enhancing); the rest of the core is whichever of necrosis and non-enhancing is
     likelier. Plain argmax instead lets background win wherever the tumour probability is split
     across classes.
     """
     whole, core, enhancing = (region_probabilities(probabilities, region) for region in ('WT', 'TC', 'ET'))
-    is_whole = whole > tumour_threshold
+    is_whole = (1.0 - tumour_threshold) * whole > tumour_threshold * probabilities[..., 0]
     is_core = tf.logical_and(is_whole, core > whole - core)
     is_enhancing = tf.logical_and(is_core, enhancing > core - enhancing)
     rest_of_core = tf.where_v2(probabilities[..., 3] > probabilities[..., 1], 3, 1)
@@ -204,7 +205,7 @@ def session_config(gpu_memory_fraction=0.0):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dir, checkpoint=None, gpu_memory_fraction=0.0, **predictor_options):
+def restored_predictor(ckpt_dir, checkpoint=None, *, gpu_memory_fraction=0.0, **predictor_options):
     """Yield (session, Predictor, checkpoint path) for a training run folder.
 
     The network is rebuilt from CKPT/config.json and restored from `checkpoint`, or from

@@ -18,6 +18,12 @@ def test_every_test_time_row_reuses_a_trained_row():
             assert row.train_flags
 
 
+def test_every_selection_names_registered_rows_of_one_network():
+    for _, names in ablations.SELECTIONS:
+        rows = [ablations.row_named(name) for name in names]
+        assert len({row.trained_from or row.name for row in rows}) == 1
+
+
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
@@ -30,14 +36,14 @@ def test_cross_validation_arguments_of_a_row():
 def results(wt_dice):
     patient = {'WT_dice': wt_dice, 'WT_ppv': 0.9, 'WT_sensitivity': 0.8, 'TC_dice': 0.7, 'ET_dice': float('nan')}
     return {'command': 'python experiments/cross_validation.py --work-dir X',
-            'folds': [{'steps': 100 + index, 'rows': [patient, patient], 'test': ['p{}'.format(index)]}
-                      for index in range(3)]}
+            'folds': [{'steps': 100 + index, 'rows': [patient, patient],
+                       'test': ['p{}a'.format(index), 'p{}b'.format(index)]} for index in range(3)]}
 
 
 def test_table_lists_rows_with_results_in_registry_order(tmp_path):
     (tmp_path / 'width-half.json').write_text(json.dumps(results(0.5)))
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
-    lines = ablations.table(str(tmp_path)).splitlines()
+    lines = ablations.table(ablations.load_results(str(tmp_path))).splitlines()
     assert lines[2].startswith('| budget-recipe |') and '0.750 ± 0.000' in lines[2]
     assert lines[3].startswith('| width-half |') and '0.500 ± 0.000' in lines[3]
     assert 'nan ± nan' in lines[3] and lines[3].endswith('| 100/101/102 |')
@@ -54,9 +60,12 @@ def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
     assert 'old table' not in text and 'stale rows' not in text
     assert '| budget-recipe |' in text and '| selection |' in text
-    report.write_text('{}\n{}\nno selection markers\n'.format(*ablations.markers('ablation table')))
-    with pytest.raises(InputError, match='fold selection: start'):
-        ablations.write_tables(str(report), str(tmp_path))
+    for broken in ('{}\n{}\nno selection markers\n'.format(*ablations.markers('ablation table')),
+                   '{1}\n{0}\n'.format(*ablations.markers('ablation table'))):
+        report.write_text(broken)
+        with pytest.raises(InputError, match='missing or out of order'):
+            ablations.write_tables(str(report), str(tmp_path))
+        assert report.read_text() == broken
 
 
 def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp_path, monkeypatch):
@@ -64,9 +73,9 @@ def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp
     plain, lowered = results(0.8), results(0.7)
     lowered['folds'][0]['rows'] = [dict(row, WT_dice=1.0) for row in lowered['folds'][0]['rows']]
     (tmp_path / 'budget-recipe-regions.json').write_text(json.dumps(plain))
-    assert len(ablations.selection_table(str(tmp_path)).splitlines()) == 2     # a candidate is missing
+    assert len(ablations.selection_table(ablations.load_results(str(tmp_path))).splitlines()) == 2  # one missing
     (tmp_path / 'width-half.json').write_text(json.dumps(lowered))
-    line = ablations.selection_table(str(tmp_path)).splitlines()[2]
+    line = ablations.selection_table(ablations.load_results(str(tmp_path))).splitlines()[2]
     # Fold 0, where the second candidate shines, is scored with the first (better on folds 1 and 2);
     # folds 1 and 2 see fold 0's 1.0 and pick the second, which scores them 0.7.
     assert '| budget-recipe-regions, width-half, width-half |' in line

@@ -24,10 +24,8 @@ NUM_HGG = 8
 NUM_LGG = 2
 NUM_VAL_TEST = 4
 SHAPE = (64, 240, 240)
-TRAIN_FLAGS = ['--num-steps', '600', '--batch-size', '8', '--crop-size', '160', '--width', '0.25',
-               '--refine-filters', '16', '--learning-rate', '1e-3', '--lr-decay', 'cosine',
-               '--dice-weight', '1', '--validate-every-steps', '200', '--save-every-steps', '200',
-               '--summary-every-steps', '50']
+TRAIN_FLAGS = ['--num-steps', '600', '--batch-size', '8', '--width', '0.25', '--refine-filters', '16',
+               '--validate-every-steps', '200', '--save-every-steps', '200', '--summary-every-steps', '50']
 EXAMPLE_PNG = 'image/example.png'
 PIPELINE_PNG = 'image/pipeline.png'
 TARGET_WT_DICE = 0.80

@@ -52,6 +52,7 @@ SUMMARY_EVERY_STEPS = 100
 VALIDATE_EVERY_STEPS = 2000
 TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much training time
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
+BFLOAT16 = False                  # bfloat16 convolutions on CPUs that have them (float32 variables)
 
 
 def parse_args(argv):
@@ -91,6 +92,8 @@ def parse_args(argv):
     add('--time-budget-minutes', type=float, default=TIME_BUDGET_MINUTES,
         help='stop and save after this many minutes of training (0: no limit)')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
+    add('--bfloat16', type=cli.on_off, default=BFLOAT16,
+        help='mixed precision: bfloat16 convolutions on the CPU (on/off; fast with AVX512-BF16 or AMX)')
     return parser.parse_args(argv)
 
 
@@ -166,7 +169,7 @@ def main(argv=None):
     try:
         step = train(paths, sidecar, config, augment, losses, schedule, args.batch_size, args.ckpt_dir,
                      args.log_dir or os.path.join(args.ckpt_dir, 'logs'), val_patients,
-                     args.gpu_memory_fraction)
+                     args.gpu_memory_fraction, args.bfloat16)
     except TrainingError as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1

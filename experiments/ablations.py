@@ -56,6 +56,8 @@ ROWS = (
     Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',
         BUDGET_RECIPE + ' --tumour-fraction 0', '', ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
+    Row('defaults', "Train.py's defaults when run: the budget recipe in float32; argmax", '', '', ''),
+    Row('bfloat16', "Train.py's defaults with bfloat16 convolutions (--bfloat16 on)", '--bfloat16 on', '', ''),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )
@@ -120,15 +122,24 @@ def pooled_cells(patients):
                       for column, _ in COLUMNS)
 
 
+def machine_cell(folds):
+    """The CPU the folds were trained on ('not recorded' for runs from before it was)."""
+    return ', '.join(sorted({fold['machine']['cpu_model'] for fold in folds if 'machine' in fold})) or 'not recorded'
+
+
 def table(results):
-    """Markdown table of every row with results: pooled mean +- std over the held-out patients."""
-    lines = ['| row | change | ' + ' | '.join(title for _, title in COLUMNS) + ' | steps per fold |',
-             '|' + '---|' * (len(COLUMNS) + 3)]
+    """Markdown table of every row with results: pooled mean +- std over the held-out patients,
+    steps and training rate per fold, and the CPU."""
+    lines = ['| row | change | ' + ' | '.join(title for _, title in COLUMNS)
+             + ' | steps per fold | train slices/s | CPU |', '|' + '---|' * (len(COLUMNS) + 5)]
     commands = []
     for name, run_results in results.items():
-        patients = cross_validation.held_out_rows(run_results['folds'])
-        steps = '/'.join(str(fold['steps']) for fold in run_results['folds'])
-        lines.append('| {} | {} | {} | {} |'.format(name, row_named(name).change, pooled_cells(patients), steps))
+        folds = run_results['folds']
+        patients = cross_validation.held_out_rows(folds)
+        steps = '/'.join(str(fold['steps']) for fold in folds)
+        rate = sum(fold['train_slices_per_s'] for fold in folds) / len(folds)
+        lines.append('| {} | {} | {} | {} | {:.1f} | {} |'.format(
+            name, row_named(name).change, pooled_cells(patients), steps, rate, machine_cell(folds)))
         commands.append('- {}: `{}`'.format(name, run_results['command']))
     return '\n'.join(lines + ['', 'Commands, as run:', ''] + commands)
 

@@ -32,6 +32,7 @@ import Inference  # noqa: E402
 import Train  # noqa: E402
 import create_pascal_tf_record  # noqa: E402
 import readfile  # noqa: E402
+from bench.common import machine  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
@@ -143,8 +144,9 @@ def run_fold(index, train_patients, test_patients, args):
         write_patient_list(val_patients, val_list)
     commands = []
     if args.trained_from:
-        ckpt = trained_checkpoints(args.trained_from, index, test_patients)
+        ckpt, trained_on = trained_checkpoints(args.trained_from, index, test_patients)
     else:
+        trained_on = machine()
         run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
                    commands)
         run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
@@ -160,21 +162,24 @@ def run_fold(index, train_patients, test_patients, args):
                'train_slices_per_s': steps * args.batch_size / train_seconds,
                'fold_minutes': (time.monotonic() - started) / 60.0,
                'rows': rows, 'commands': commands}
+    if trained_on:
+        summary['machine'] = trained_on
     write_json(summary, summary_path)
     return summary
 
 
 def trained_checkpoints(run_dir, index, test_patients):
-    """The checkpoint folder of fold `index` of an earlier run, checked to hold out the same patients."""
+    """(checkpoint folder, machine facts or None) of fold `index` of an earlier run, checked to
+    hold out the same patients."""
     summary_path = os.path.join(run_dir, 'fold{}'.format(index), 'summary.json')
     if not os.path.isfile(summary_path):
         raise InputError('{}: missing; --trained-from needs a finished run'.format(summary_path))
     with open(summary_path) as stream:
-        held_out = json.load(stream)['test']
-    if sorted(held_out) != sorted(p.name for p in test_patients):
+        source = json.load(stream)
+    if sorted(source['test']) != sorted(p.name for p in test_patients):
         raise InputError('{}: fold {} held out other patients; use the same --folds, --seed and '
                          '--lgg'.format(summary_path, index))
-    return os.path.join(run_dir, 'fold{}'.format(index), 'checkpoints')
+    return os.path.join(run_dir, 'fold{}'.format(index), 'checkpoints'), source.get('machine')
 
 
 def write_json(document, path):

@@ -14,6 +14,7 @@ import contextlib
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
@@ -194,13 +195,32 @@ class Predictor:
         return labels
 
 
-def session_config(gpu_memory_fraction=0.0):
-    """A ConfigProto that lets a GPU build grow its memory (or caps it at a fraction)."""
+def cpu_has_bfloat16():
+    """True when /proc/cpuinfo lists native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open('/proc/cpuinfo') as stream:
+            flags = next((line.split(':', 1)[1].split() for line in stream if line.startswith('flags')), [])
+    except OSError:
+        return False
+    return bool({'avx512_bf16', 'amx_bf16'} & set(flags))
+
+
+def session_config(gpu_memory_fraction=0.0, bfloat16=False):
+    """A ConfigProto that lets a GPU build grow its memory (or caps it at a fraction).
+
+    With `bfloat16`, grappler's oneDNN mixed-precision pass runs the CPU's convolutions and
+    matrix products in bfloat16 (variables, batch-norm statistics and the optimiser stay
+    float32). It pays on CPUs with native bfloat16 (AVX512-BF16, AMX); ops placed on a GPU
+    are left as they are.
+    """
     config = tf.ConfigProto(allow_soft_placement=True)
     if gpu_memory_fraction:
         config.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
     else:
         config.gpu_options.allow_growth = True
+    if bfloat16:
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+            rewriter_config_pb2.RewriterConfig.ON
     return config
 
 

@@ -300,13 +300,16 @@ class Trainer:
 
 
 def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-          batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0):
-    """Build the graph and run training to schedule.num_steps; returns the final step."""
+          batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0, bfloat16=False):
+    """Build the graph and run training to schedule.num_steps; returns the final step.
+
+    bfloat16: mixed-precision convolutions on the CPU (see model.predict.session_config).
+    """
     with tf.Graph().as_default():
         batch = tf.data.make_one_shot_iterator(
             training_dataset(shard_paths, sidecar, batch_size, augment_config)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
         predictor = Predictor(network_config, batch_size=batch_size)
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)
-        with tf.Session(config=session_config(gpu_memory_fraction)) as session:
+        with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
             return trainer.run(session, batch_size)

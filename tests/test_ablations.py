@@ -14,8 +14,8 @@ def test_every_test_time_row_reuses_a_trained_row():
         if row.trained_from:
             assert not row.train_flags
             assert not ablations.row_named(row.trained_from).trained_from
-        else:
-            assert row.train_flags
+        else:   # a trained row states its flags; 'defaults' runs Train.py's defaults as they were
+            assert row.train_flags or row.name == 'defaults'
 
 
 def test_every_selection_names_registered_rows_of_one_network():
@@ -33,20 +33,24 @@ def test_cross_validation_arguments_of_a_row():
         ablations.row_named('nonsense')
 
 
-def results(wt_dice):
+def results(wt_dice, cpu=None):
     patient = {'WT_dice': wt_dice, 'WT_ppv': 0.9, 'WT_sensitivity': 0.8, 'TC_dice': 0.7, 'ET_dice': float('nan')}
-    return {'command': 'python experiments/cross_validation.py --work-dir X',
-            'folds': [{'steps': 100 + index, 'rows': [patient, patient],
-                       'test': ['p{}a'.format(index), 'p{}b'.format(index)]} for index in range(3)]}
+    folds = [{'steps': 100 + index, 'train_slices_per_s': 5.0 + index, 'rows': [patient, patient],
+              'test': ['p{}a'.format(index), 'p{}b'.format(index)]} for index in range(3)]
+    if cpu:
+        for fold in folds:
+            fold['machine'] = {'cpu_model': cpu}
+    return {'command': 'python experiments/cross_validation.py --work-dir X', 'folds': folds}
 
 
 def test_table_lists_rows_with_results_in_registry_order(tmp_path):
     (tmp_path / 'width-half.json').write_text(json.dumps(results(0.5)))
-    (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
+    (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75, cpu='AMD EPYC')))
     lines = ablations.table(ablations.load_results(str(tmp_path))).splitlines()
     assert lines[2].startswith('| budget-recipe |') and '0.750 ± 0.000' in lines[2]
+    assert lines[2].endswith('| 100/101/102 | 6.0 | AMD EPYC |')
     assert lines[3].startswith('| width-half |') and '0.500 ± 0.000' in lines[3]
-    assert 'nan ± nan' in lines[3] and lines[3].endswith('| 100/101/102 |')
+    assert 'nan ± nan' in lines[3] and lines[3].endswith('| 100/101/102 | 6.0 | not recorded |')
     assert '- width-half: `python experiments/cross_validation.py --work-dir X`' in lines
 
 

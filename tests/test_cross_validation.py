@@ -56,7 +56,11 @@ def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
         trained_checkpoints(str(tmp_path), 0, held_out)
     (tmp_path / 'fold0').mkdir()
     (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01']}))
-    assert trained_checkpoints(str(tmp_path), 0, held_out) == str(tmp_path / 'fold0' / 'checkpoints')
+    assert trained_checkpoints(str(tmp_path), 0, held_out) == (str(tmp_path / 'fold0' / 'checkpoints'), None)
+    trained_on = {'cpu_model': 'Some CPU', 'logical_cores': 2}
+    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01'],
+                                                                 'machine': trained_on}))
+    assert trained_checkpoints(str(tmp_path), 0, held_out)[1] == trained_on   # the training machine
     with pytest.raises(InputError, match='held out other patients'):
         trained_checkpoints(str(tmp_path), 0, patients(['case01', 'case03']))
 

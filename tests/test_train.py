@@ -238,3 +238,11 @@ def test_time_budget_stops_saves_and_counts_across_resumes(data, tmp_path):
     code, out, err = train(data, ckpt, '--num-steps', '100000', '--time-budget-minutes', '0.05', *TINY_RUN)
     assert code == 0, err
     assert checkpoint_steps(ckpt)[-1] == steps[-1]
+
+
+def test_bfloat16_training_runs_and_is_recorded(data, tmp_path):
+    ckpt = str(tmp_path / 'bf16')
+    code, _, err = train(data, ckpt, '--num-steps', '2', '--bfloat16', 'on', *TINY_RUN)
+    assert code == 0, err
+    assert checkpoint_steps(ckpt) == [1, 2]
+    assert checkpoints.read_config(ckpt)[2]['bfloat16'] is True

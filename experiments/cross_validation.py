@@ -182,6 +182,19 @@ def trained_checkpoints(run_dir, index, test_patients):
     return os.path.join(run_dir, 'fold{}'.format(index), 'checkpoints'), source.get('machine')
 
 
+def finished_folds(run_dir):
+    """The fold summaries of a finished run's RUN/results.json.
+
+    Raises:
+      InputError: when the run has no results.json.
+    """
+    results_path = os.path.join(run_dir, 'results.json')
+    if not os.path.isfile(results_path):
+        raise InputError('{}: missing; run experiments/cross_validation.py first'.format(results_path))
+    with open(results_path) as stream:
+        return json.load(stream)['folds']
+
+
 def write_json(document, path):
     """Write JSON atomically."""
     with atomic_output(path) as temporary:

@@ -9,17 +9,15 @@ and Evaluate.py scores them; the held-out scores come from the run itself.
 
 Prints a markdown table and writes it to RUN/fit_gap.md.
 """
-import json
 import os
 import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cross_validation import held_out_rows, mean_and_std, predict_and_score  # noqa: E402
+from experiments.cross_validation import finished_folds, held_out_rows, mean_and_std, predict_and_score  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
-from model.errors import InputError  # noqa: E402
 
 COLUMNS = ('WT_dice', 'WT_sensitivity', 'TC_dice', 'ET_dice')
 
@@ -53,11 +51,7 @@ def gap_table(pairs):
 def main(argv=None):
     args = parse_args(argv)
     cli.graph_mode()
-    results_path = os.path.join(args.run_dir, 'results.json')
-    if not os.path.isfile(results_path):
-        raise InputError('{}: missing; run experiments/cross_validation.py first'.format(results_path))
-    with open(results_path) as stream:
-        folds = json.load(stream)['folds']
+    folds = finished_folds(args.run_dir)
     pairs = []
     for summary in folds:
         fold_dir = os.path.join(args.run_dir, 'fold{}'.format(summary['fold']))

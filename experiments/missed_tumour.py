@@ -1,0 +1,89 @@
+"""Where the held-out predictions of a finished cross-validation miss tumour.
+
+For every held-out patient: the share of whole-tumour voxels missed, how the missed voxels
+split over the true labels (necrosis/non-enhancing, oedema, enhancing), the share of them in
+axial slices where the network found no tumour at all (misses at the tumour's upper and lower
+ends) and the mean normalised FLAIR and T2 of the oedema it found against the oedema it missed
+(faint oedema is missed first if the network's threshold sits between them).
+
+    python experiments/missed_tumour.py --run-dir experiments/runs/defaults
+
+Prints a markdown table and writes it to RUN/missed_tumour.md.
+"""
+import os
+import shlex
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.cross_validation import finished_folds  # noqa: E402
+from model import cli  # noqa: E402
+from model.atomic import atomic_output  # noqa: E402
+from model.brats import find_prediction, load_patient, read_volume  # noqa: E402
+from model.lists import read_patient_list  # noqa: E402
+from model.normalization import CLIP_SD, brain_mask, intensity_stats  # noqa: E402
+
+OEDEMA = 2
+FLAIR, T2 = 0, 3   # channel order of model.brats.MODALITIES
+
+
+def normalised(image):
+    """The four modalities z-scored over the brain and clipped, as the network sees them."""
+    mean, std = intensity_stats(image)
+    return np.clip((image - mean) / std, -CLIP_SD, CLIP_SD) * brain_mask(image)[..., np.newaxis]
+
+
+def missed_tumour(image, truth, prediction):
+    """One patient's miss statistics (see the module docstring) as a dict of numbers."""
+    tumour, found = truth > 0, prediction > 0
+    missed = tumour & ~found
+    slices_without_tumour = ~found.any(axis=(1, 2))
+    zscores = normalised(image)
+    oedema = truth == OEDEMA
+    statistics = {'WT voxels': int(tumour.sum()), 'missed': missed.sum() / max(tumour.sum(), 1)}
+    for label, name in ((1, 'of missed: necrosis/NET'), (OEDEMA, 'of missed: oedema'), (4, 'of missed: enhancing')):
+        statistics[name] = (missed & (truth == label)).sum() / max(missed.sum(), 1)
+    statistics['of missed: in slices with none found'] = missed[slices_without_tumour].sum() / max(missed.sum(), 1)
+    for channel, name in ((FLAIR, 'FLAIR'), (T2, 'T2')):
+        for mask, kind in ((oedema & found, 'found'), (oedema & ~found, 'missed')):
+            statistics['{} of {} oedema'.format(name, kind)] = (
+                float(zscores[..., channel][mask].mean()) if mask.any() else float('nan'))
+    return statistics
+
+
+def markdown(rows):
+    """A markdown table of (patient, statistics) pairs."""
+    columns = list(rows[0][1])
+    lines = ['| patient | ' + ' | '.join(columns) + ' |', '|' + '---|' * (len(columns) + 1)]
+    for patient, statistics in rows:
+        lines.append('| {} | '.format(patient) + ' | '.join(
+            str(value) if isinstance(value, int) else '{:.2f}'.format(value) for value in statistics.values()) + ' |')
+    return '\n'.join(lines)
+
+
+@cli.reports_bad_input
+def main(argv=None):
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument('--run-dir', required=True, help='work folder of a finished cross_validation.py run')
+    args = parser.parse_args(argv)
+    folds = finished_folds(args.run_dir)
+    rows = []
+    for fold in folds:
+        fold_dir = os.path.join(args.run_dir, 'fold{}'.format(fold['fold']))
+        for patient in read_patient_list(os.path.join(fold_dir, 'lists', 'test.txt'), require_labels=True):
+            image, truth, _ = load_patient(patient)
+            prediction, _ = read_volume(find_prediction(patient, os.path.join(fold_dir, 'predictions')))
+            rows.append((patient.name, missed_tumour(image, truth, prediction)))
+    command = 'python experiments/missed_tumour.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    table = markdown(rows) + '\n\nReproduce: `{}`'.format(command)
+    with atomic_output(os.path.join(args.run_dir, 'missed_tumour.md')) as temporary:
+        with open(temporary, 'w') as stream:
+            stream.write(table + '\n')
+    print('\n' + table)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

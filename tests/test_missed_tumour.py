@@ -1,0 +1,30 @@
+"""experiments/missed_tumour.py: where a prediction misses tumour, on a hand-made case."""
+import numpy as np
+
+from experiments import missed_tumour
+
+
+def test_missed_voxels_are_split_by_label_slice_and_intensity():
+    image = np.zeros((4, 8, 8, 4), np.int16)
+    image[:, 1:7, 1:7] = 100                     # brain
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[0:3, 2:4, 2:4] = 2                     # oedema in slices 0-2, 4 voxels each
+    truth[1, 4, 4] = 4                           # one enhancing voxel
+    image[0, 2:4, 2:4, 0] = 150                  # the oedema of slice 0 is faint on FLAIR ...
+    image[1:3, 2:4, 2:4, 0] = 400                # ... that of slices 1-2 bright
+    prediction = np.zeros_like(truth)
+    prediction[1:3, 2:4, 2:4] = 2                # finds the bright oedema; slice 0 has nothing
+    statistics = missed_tumour.missed_tumour(image, truth, prediction)
+    assert statistics['WT voxels'] == 13
+    assert np.isclose(statistics['missed'], 5 / 13)
+    assert np.isclose(statistics['of missed: oedema'], 4 / 5)
+    assert np.isclose(statistics['of missed: enhancing'], 1 / 5)
+    assert statistics['of missed: necrosis/NET'] == 0
+    assert np.isclose(statistics['of missed: in slices with none found'], 4 / 5)
+    assert statistics['FLAIR of missed oedema'] < statistics['FLAIR of found oedema']
+    assert np.isnan(missed_tumour.missed_tumour(image, truth, truth)['FLAIR of missed oedema'])
+
+
+def test_unfinished_run_is_refused(tmp_path, capsys):
+    assert missed_tumour.main(['--run-dir', str(tmp_path)]) == 2
+    assert 'results.json: missing' in capsys.readouterr().err

@@ -10,14 +10,13 @@ and Evaluate.py scores them; the held-out scores come from the run itself.
 Prints a markdown table and writes it to RUN/fit_gap.md.
 """
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cross_validation import finished_folds, held_out_rows, mean_and_std, predict_and_score  # noqa: E402
+from experiments.cross_validation import (finished_folds, held_out_rows, mean_and_std,  # noqa: E402
+                                          predict_and_score, write_run_report)
 from model import cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
 
 COLUMNS = ('WT_dice', 'WT_sensitivity', 'TC_dice', 'ET_dice')
 
@@ -58,12 +57,7 @@ def main(argv=None):
         pairs.append(('fold {}'.format(summary['fold']), training_rows(fold_dir, summary, args.inference_flags),
                       summary['rows']))
     pairs.append(('all folds', [row for _, trained, _ in pairs for row in trained], held_out_rows(folds)))
-    command = 'python experiments/fit_gap.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    table = gap_table(pairs) + '\n\nReproduce: `{}`'.format(command)
-    with atomic_output(os.path.join(args.run_dir, 'fit_gap.md')) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(table + '\n')
-    print('\n' + table)
+    write_run_report(args.run_dir, 'fit_gap', argv, gap_table(pairs))
     return 0
 
 

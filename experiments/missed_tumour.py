@@ -11,16 +11,14 @@ ends) and the mean normalised FLAIR and T2 of the oedema it found against the oe
 Prints a markdown table and writes it to RUN/missed_tumour.md.
 """
 import os
-import shlex
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cross_validation import finished_folds  # noqa: E402
+from experiments.cross_validation import finished_folds, write_run_report  # noqa: E402
 from model import cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
 from model.brats import find_prediction, load_patient, read_volume  # noqa: E402
 from model.lists import read_patient_list  # noqa: E402
 from model.normalization import CLIP_SD, brain_mask, intensity_stats  # noqa: E402
@@ -76,12 +74,7 @@ def main(argv=None):
             image, truth, _ = load_patient(patient)
             prediction, _ = read_volume(find_prediction(patient, os.path.join(fold_dir, 'predictions')))
             rows.append((patient.name, missed_tumour(image, truth, prediction)))
-    command = 'python experiments/missed_tumour.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    table = markdown(rows) + '\n\nReproduce: `{}`'.format(command)
-    with atomic_output(os.path.join(args.run_dir, 'missed_tumour.md')) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(table + '\n')
-    print('\n' + table)
+    write_run_report(args.run_dir, 'missed_tumour', argv, markdown(rows))
     return 0
 
 

@@ -58,6 +58,8 @@ ROWS = (
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
     Row('defaults', "Train.py's defaults when run: the budget recipe in float32; argmax", '', '', ''),
     Row('bfloat16', "Train.py's defaults with bfloat16 convolutions (--bfloat16 on)", '--bfloat16 on', '', ''),
+    Row('bfloat16-jitter-0.3', 'bfloat16, intensity scale and shift jitter 0.3 (from 0.1)',
+        '--bfloat16 on --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )

@@ -57,6 +57,13 @@ ROWS = (
         BUDGET_RECIPE + ' --tumour-fraction 0', '', ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
     Row('defaults', "Train.py's defaults when run: the budget recipe in float32; argmax", '', '', ''),
+    Row('defaults-regions', '+ region decoding', '', '--decoding regions', 'defaults'),
+    Row('defaults-regions-t0.4', '+ region decoding, tumour where P(WT) > 0.4', '',
+        '--decoding regions --tumour-threshold 0.4', 'defaults'),
+    Row('defaults-regions-t0.3', '+ region decoding, tumour where P(WT) > 0.3', '',
+        '--decoding regions --tumour-threshold 0.3', 'defaults'),
+    Row('defaults-regions-t0.2', '+ region decoding, tumour where P(WT) > 0.2', '',
+        '--decoding regions --tumour-threshold 0.2', 'defaults'),
     Row('bfloat16', "Train.py's defaults with bfloat16 convolutions (--bfloat16 on)", '--bfloat16 on', '', ''),
     Row('bfloat16-jitter-0.3', 'bfloat16, intensity scale and shift jitter 0.3 (from 0.1)',
         '--bfloat16 on --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
@@ -68,6 +75,8 @@ SELECTIONS = (
     ('tumour threshold of the budget recipe, 0.5 to 0.2',
      ('budget-recipe-regions', 'budget-recipe-regions-t0.4', 'budget-recipe-regions-t0.3',
       'budget-recipe-regions-t0.2')),
+    ('tumour threshold of the defaults, 0.5 to 0.2',
+     ('defaults-regions', 'defaults-regions-t0.4', 'defaults-regions-t0.3', 'defaults-regions-t0.2')),
 )
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

@@ -10,6 +10,8 @@ replaced by `_measuring_train`, which builds the graph as `train` does:
       tf.constant -> build_training_graph
   (c) input (diagnostic, no target): the pipeline alone, batches pulled with no network, to
       show whether the input can keep up and what it costs
+  (d) bfloat16: as (a) with Train.py --bfloat16 on (oneDNN mixed precision), where the CPU
+      has native bfloat16
 
 and runs the loop's fetches (train op, global step, batch Dice, loss) in a Session with
 model.predict.session_config, like Trainer.run, without checkpoints or summaries. The first
@@ -23,13 +25,14 @@ import sys
 import time
 
 from bench.common import ROOT, median, row, run_child
+from model.cpu import cpu_has_bfloat16
 
 BATCH_SIZE = 8
 NETWORK_FLAGS = ['--batch-size', str(BATCH_SIZE), '--dcr-type', 'A', '--width', '1.0',
                  '--crop-size', '224']
 STEPS, QUICK_STEPS = 20, 3
 WARMUP_STEPS, QUICK_WARMUP_STEPS = 3, 1
-MODES = ('pipeline', 'constant', 'input')   # input: the pipeline alone, no network (diagnostic)
+MODES = ('pipeline', 'constant', 'input', 'bfloat16')   # input: the pipeline alone, no network
 INPUT_BATCHES_PER_STEP = 3                  # the input-only run times this many batches per step
 TARGET_RATIO = 0.9
 TARGET_PEAK_RSS_GIB = 4.0
@@ -41,7 +44,7 @@ def run(work, quick=False):
     warmup = QUICK_WARMUP_STEPS if quick else WARMUP_STEPS
     records = work.records()
     result = {'batch_size': BATCH_SIZE, 'steps': steps, 'warmup_steps': warmup}
-    for mode in MODES:
+    for mode in MODES if cpu_has_bfloat16() else MODES[:-1]:
         measured, child = run_child(
             'training', ['--child', mode, '--records', records, '--steps', str(steps),
                          '--warmup', str(warmup), '--ckpt-dir', work.folder('training', mode)],
@@ -65,6 +68,8 @@ def run(work, quick=False):
         result['network'] = child['network']
         result['augment'] = child['augment']
     result['ratio_pipeline_to_constant'] = result['pipeline_slices_per_s'] / result['constant_slices_per_s']
+    if 'bfloat16_slices_per_s' in result:
+        result['speedup_bfloat16'] = result['bfloat16_slices_per_s'] / result['pipeline_slices_per_s']
     return result
 
 
@@ -72,7 +77,7 @@ def rows(result):
     """Table rows of a result of `run`."""
     ratio, peak = result['ratio_pipeline_to_constant'], result['pipeline_peak_rss_gib']
     timed = '{} steps after {} warm-up'.format(result['steps'], result['warmup_steps'])
-    return [
+    table = [
         row('Train.py, real pipeline ({})'.format(timed), result['pipeline_slices_per_s'], 'slices/s'),
         row('same graph, constant batch ({})'.format(timed), result['constant_slices_per_s'], 'slices/s'),
         row('ratio pipeline / constant', ratio, '', '>= {}'.format(TARGET_RATIO), ratio >= TARGET_RATIO),
@@ -83,6 +88,11 @@ def rows(result):
         row('input pipeline alone, no network ({} batches)'.format(result['input_only_batches']),
             result['input_only_slices_per_s'], 'slices/s', digits=1),
     ]
+    if 'speedup_bfloat16' in result:
+        table += [row('Train.py --bfloat16 on, real pipeline ({})'.format(timed), result['bfloat16_slices_per_s'],
+                      'slices/s'),
+                  row('speed-up bfloat16 / float32, real pipeline', result['speedup_bfloat16'], 'x')]
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +101,8 @@ def rows(result):
 def _measuring_train(mode, steps, warmup, report):
     """A stand-in for model.training.train with the same signature, that times steps."""
     def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-                        batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0):
+                        batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0,
+                        bfloat16=False):
         import numpy as np
         import tensorflow.compat.v1 as tf
         from model.input import training_dataset
@@ -109,11 +120,11 @@ def _measuring_train(mode, steps, warmup, report):
                 images, labels = session.run(pipeline_batch())
         started = time.perf_counter()
         with tf.Graph().as_default():
-            batch = pipeline_batch() if mode == 'pipeline' else (tf.constant(images), tf.constant(labels))
+            batch = (tf.constant(images), tf.constant(labels)) if mode == 'constant' else pipeline_batch()
             graph = build_training_graph(batch, network_config, loss_config, schedule)
             fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
             fetches['loss'] = graph['loss']['total']
-            with tf.Session(config=session_config(gpu_memory_fraction)) as session:
+            with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
                 session.run(tf.global_variables_initializer())
                 report['graph_build_s'] = time.perf_counter() - started
                 times, losses = [], []
@@ -162,7 +173,8 @@ def child_main(argv):
     report = {'mode': args.child, 'steps': args.steps, 'warmup': args.warmup}
     Train.train = _measuring_train(args.child, args.steps, args.warmup, report)
     code = Train.main(['--train-records', args.records, '--val-list', '', '--ckpt-dir', args.ckpt_dir,
-                       '--num-steps', str(args.warmup + args.steps)] + NETWORK_FLAGS)
+                       '--num-steps', str(args.warmup + args.steps), '--bfloat16', str(args.child == 'bfloat16')]
+                      + NETWORK_FLAGS)
     if code:
         return code
     with open(args.result, 'w') as stream:

@@ -7,7 +7,8 @@ import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
 
 from model.dcr import NetworkConfig, build_network  # noqa: E402
-from model.predict import cpu_has_bfloat16, session_config  # noqa: E402
+from model.cpu import cpu_has_bfloat16  # noqa: E402
+from model.predict import session_config  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not cpu_has_bfloat16(), reason='this CPU has no native bfloat16 '
                                 '(AVX512-BF16 or AMX), so the oneDNN pass leaves the graph in float32')

@@ -1,10 +1,12 @@
 """Where the held-out predictions of a finished cross-validation miss tumour.
 
-For every held-out patient: the share of whole-tumour voxels missed, how the missed voxels
+For every held-out patient: the share of whole-tumour voxels missed, the FLAIR contrast of its
+oedema (mean normalised FLAIR of oedema minus that of tumour-free brain), how the missed voxels
 split over the true labels (necrosis/non-enhancing, oedema, enhancing), the share of them in
 axial slices where the network found no tumour at all (misses at the tumour's upper and lower
 ends) and the mean normalised FLAIR and T2 of the oedema it found against the oedema it missed
-(faint oedema is missed first if the network's threshold sits between them).
+(faint oedema is missed first if the network's threshold sits between them). Below the table:
+the correlation, over patients, of the share of tumour found with the oedema contrast.
 
     python experiments/missed_tumour.py --run-dir experiments/runs/defaults
 
@@ -33,6 +35,11 @@ def normalised(image):
     return np.clip((image - mean) / std, -CLIP_SD, CLIP_SD) * brain_mask(image)[..., np.newaxis]
 
 
+def _mean(values, mask):
+    """Mean of values[mask], NaN for an empty mask."""
+    return float(values[mask].mean()) if mask.any() else float('nan')
+
+
 def missed_tumour(image, truth, prediction):
     """One patient's miss statistics (see the module docstring) as a dict of numbers."""
     tumour, found = truth > 0, prediction > 0
@@ -40,24 +47,35 @@ def missed_tumour(image, truth, prediction):
     slices_without_tumour = ~found.any(axis=(1, 2))
     zscores = normalised(image)
     oedema = truth == OEDEMA
-    statistics = {'WT voxels': int(tumour.sum()), 'missed': missed.sum() / max(tumour.sum(), 1)}
+    normal = brain_mask(image) & ~tumour
+    statistics = {'WT voxels': int(tumour.sum()), 'missed': missed.sum() / max(tumour.sum(), 1),
+                  'FLAIR oedema contrast': _mean(zscores[..., FLAIR], oedema) - _mean(zscores[..., FLAIR], normal)}
     for label, name in ((1, 'of missed: necrosis/NET'), (OEDEMA, 'of missed: oedema'), (4, 'of missed: enhancing')):
         statistics[name] = (missed & (truth == label)).sum() / max(missed.sum(), 1)
     statistics['of missed: in slices with none found'] = missed[slices_without_tumour].sum() / max(missed.sum(), 1)
     for channel, name in ((FLAIR, 'FLAIR'), (T2, 'T2')):
         for mask, kind in ((oedema & found, 'found'), (oedema & ~found, 'missed')):
-            statistics['{} of {} oedema'.format(name, kind)] = (
-                float(zscores[..., channel][mask].mean()) if mask.any() else float('nan'))
+            statistics['{} of {} oedema'.format(name, kind)] = _mean(zscores[..., channel], mask)
     return statistics
 
 
+def contrast_correlation(rows):
+    """Pearson correlation, over patients, of the share of tumour found with the FLAIR oedema contrast."""
+    pairs = np.array([(1.0 - statistics['missed'], statistics['FLAIR oedema contrast']) for _, statistics in rows
+                      if np.isfinite(statistics['FLAIR oedema contrast'])])
+    return float(np.corrcoef(pairs.T)[0, 1]) if len(pairs) > 2 else float('nan')
+
+
 def markdown(rows):
-    """A markdown table of (patient, statistics) pairs."""
+    """A markdown table of (patient, statistics) pairs, and the contrast correlation below it."""
     columns = list(rows[0][1])
     lines = ['| patient | ' + ' | '.join(columns) + ' |', '|' + '---|' * (len(columns) + 1)]
     for patient, statistics in rows:
         lines.append('| {} | '.format(patient) + ' | '.join(
             str(value) if isinstance(value, int) else '{:.2f}'.format(value) for value in statistics.values()) + ' |')
+    lines += ['', 'Correlation over the {} patients of the share of tumour found (WT sensitivity) with the '
+              'FLAIR oedema contrast (mean z-score of oedema minus that of tumour-free brain): r = {:.2f}'.format(
+                  len(rows), contrast_correlation(rows))]
     return '\n'.join(lines)
 
 

@@ -22,7 +22,16 @@ def test_missed_voxels_are_split_by_label_slice_and_intensity():
     assert statistics['of missed: necrosis/NET'] == 0
     assert np.isclose(statistics['of missed: in slices with none found'], 4 / 5)
     assert statistics['FLAIR of missed oedema'] < statistics['FLAIR of found oedema']
+    assert statistics['FLAIR oedema contrast'] > 0
     assert np.isnan(missed_tumour.missed_tumour(image, truth, truth)['FLAIR of missed oedema'])
+
+
+def test_contrast_correlation_pairs_found_share_with_contrast():
+    rows = [('a', {'missed': 0.5, 'FLAIR oedema contrast': 1.0}), ('b', {'missed': 0.2, 'FLAIR oedema contrast': 2.0}),
+            ('c', {'missed': 0.1, 'FLAIR oedema contrast': 3.0}),
+            ('d', {'missed': 0.9, 'FLAIR oedema contrast': float('nan')})]   # no oedema: left out
+    assert 0.9 < missed_tumour.contrast_correlation(rows) <= 1.0
+    assert np.isnan(missed_tumour.contrast_correlation(rows[:2]))
 
 
 def test_unfinished_run_is_refused(tmp_path, capsys):

@@ -4,7 +4,8 @@ Reads the volumes directly, normalises them exactly as training does, predicts e
 slice and writes labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
 `<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json; CKPT/best/ is
-used when present. Patients whose prediction exists are skipped unless --overwrite.
+used when present. Several --ckpt-dir folders make an ensemble that averages the networks'
+probabilities. Patients whose prediction exists are skipped unless --overwrite.
 """
 import collections
 import os
@@ -41,7 +42,8 @@ def parse_args(argv):
     add = parser.add_argument
     add('--list', action='append', dest='lists', help='patients to segment (CSV from readfile.py); '
         'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
-    add('--ckpt-dir', default=CKPT_DIR, help='training run folder with config.json')
+    add('--ckpt-dir', action='append', dest='ckpt_dirs', help='training run folder with config.json; '
+        'repeat it for an ensemble that averages the networks\' probabilities (default {})'.format(CKPT_DIR))
     add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or the latest")
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
@@ -107,9 +109,10 @@ def main(argv=None):
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
-    with restored_predictor(args.ckpt_dir, args.checkpoint, gpu_memory_fraction=args.gpu_memory_fraction,
-                            batch_size=args.batch_size, flip=args.flip, decoding=args.decoding,
-                            tumour_threshold=args.tumour_threshold) as (session, predictor, checkpoint):
+    with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
+                            gpu_memory_fraction=args.gpu_memory_fraction, batch_size=args.batch_size,
+                            flip=args.flip, decoding=args.decoding,
+                            tumour_threshold=args.tumour_threshold) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))
@@ -119,7 +122,7 @@ def main(argv=None):
             segment(session, predictor, patient, output_path, args)
             done += 1
     print('wrote {} predictions to {} with {} ({} already there, skipped)'.format(
-        done, args.output_dir, checkpoint, skipped))
+        done, args.output_dir, ', '.join(checkpoints), skipped))
     return 0
 
 

@@ -28,8 +28,8 @@ RESULTS_DIR = 'experiments/results'
 REPORT = 'docs/accuracy.md'
 BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'   # rows append flags; the last wins
 
-Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients',
-                             defaults=(0,))
+Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
+                             defaults=(0, 1))
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, '', ''),
     Row('budget-recipe-flip', '+ test-time flip', '', '--flip', 'budget-recipe'),
@@ -67,6 +67,8 @@ ROWS = (
     Row('bfloat16', "Train.py's defaults with bfloat16 convolutions (--bfloat16 on)", '--bfloat16 on', '', ''),
     Row('bfloat16-jitter-0.3', 'bfloat16, intensity scale and shift jitter 0.3 (from 0.1)',
         '--bfloat16 on --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
+    Row('ensemble-2', "two networks of Train.py's defaults, 10 minutes each, probabilities averaged",
+        '--bfloat16 off', '', '', ensemble=2),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )
@@ -101,6 +103,8 @@ def cross_validation_argv(row):
         argv += ['--trained-from', os.path.join(RUNS_DIR, row.trained_from)]
     if row.val_patients:
         argv += ['--val-patients', str(row.val_patients)]
+    if row.ensemble > 1:
+        argv += ['--ensemble', str(row.ensemble)]
     return argv
 
 

@@ -10,6 +10,9 @@ WORK/results.json, with the command that reproduces it.
     python experiments/cross_validation.py --work-dir experiments/runs/baseline
     python experiments/cross_validation.py --work-dir experiments/runs/dice --train-flags='--dice-weight 1'
 
+With --ensemble K, each fold trains K networks one after another, each for 1/K of the budget,
+and Inference.py averages their probabilities.
+
 With --trained-from, a run reuses the checkpoints of an earlier run's folds and only infers and
 evaluates: the way to compare test-time options on identical networks.
 
@@ -47,6 +50,7 @@ BUDGET_MINUTES = 20.0
 BATCH_SIZE = 8
 TRAIN_FLAGS = ''
 INFERENCE_FLAGS = ''
+ENSEMBLE = 1                # networks per fold (each trains for budget / ENSEMBLE minutes)
 VAL_PATIENTS = 0            # training patients per fold held back to select Train.py's best/ checkpoint
 # The grade is not in the BraTS 2018 sample's folder names; these two cases are its LGGs.
 LGG_CASES = 'Brats18_TCIA10_628_1,Brats18_TCIA13_623_1'
@@ -63,6 +67,8 @@ def parse_args(argv):
     add('--seed', type=int, default=SEED, help='seed of the fold assignment')
     add('--budget-minutes', type=float, default=BUDGET_MINUTES, help='training time per fold')
     add('--batch-size', type=int, default=BATCH_SIZE)
+    add('--ensemble', type=int, default=ENSEMBLE, help='networks trained per fold, one after another, '
+        'sharing the budget; Inference.py averages their probabilities')
     add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
     add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
     add('--val-patients', type=int, default=VAL_PATIENTS,
@@ -112,9 +118,17 @@ def run_script(script, argv, log):
         raise SystemExit('{} failed with exit code {}'.format(command, code))
 
 
-def predict_and_score(list_path, ckpt_dir, predictions, inference_flags, commands):
-    """Inference.py then Evaluate.py on a list; returns the per-patient metric rows."""
-    run_script(Inference, ['--list', list_path, '--ckpt-dir', ckpt_dir, '--output-dir', predictions]
+def checkpoint_folders(fold_dir, members):
+    """A fold's checkpoint folders: FOLD/checkpoints, or FOLD/checkpoints/member<k> for an ensemble."""
+    ckpt = os.path.join(fold_dir, 'checkpoints')
+    return [ckpt] if members == 1 else [os.path.join(ckpt, 'member{}'.format(k)) for k in range(members)]
+
+
+def predict_and_score(list_path, ckpt_dirs, predictions, inference_flags, commands):
+    """Inference.py (an ensemble when given several checkpoint folders) then Evaluate.py on a
+    list; returns the per-patient metric rows."""
+    ckpt_flags = [flag for ckpt_dir in ckpt_dirs for flag in ('--ckpt-dir', ckpt_dir)]
+    run_script(Inference, ['--list', list_path] + ckpt_flags + ['--output-dir', predictions]
                + shlex.split(inference_flags), commands)
     run_script(Evaluate, ['--list', list_path, '--pred-dir', predictions], commands)
     return [row for row in Evaluate.read_csv(os.path.join(predictions, 'metrics.csv')) if row['patient'] != 'mean']
@@ -134,7 +148,7 @@ def run_fold(index, train_patients, test_patients, args):
             return json.load(stream)
     started = time.monotonic()
     lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
-    ckpt, predictions = os.path.join(fold_dir, 'checkpoints'), os.path.join(fold_dir, 'predictions')
+    predictions = os.path.join(fold_dir, 'predictions')
     os.makedirs(lists, exist_ok=True)
     train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index, args.lgg)
     val_list = os.path.join(lists, 'val.txt') if val_patients else ''
@@ -144,20 +158,21 @@ def run_fold(index, train_patients, test_patients, args):
         write_patient_list(val_patients, val_list)
     commands = []
     if args.trained_from:
-        ckpt, trained_on = trained_checkpoints(args.trained_from, index, test_patients)
+        ckpt_dirs, trained_on = trained_checkpoints(args.trained_from, index, test_patients)
     else:
-        trained_on = machine()
+        ckpt_dirs, trained_on = checkpoint_folders(fold_dir, args.ensemble), machine()
         run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
                    commands)
-        run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
-                           '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size),
-                           '--time-budget-minutes', str(args.budget_minutes), '--num-steps', '1000000']
-                   + shlex.split(args.train_flags), commands)
-    rows = predict_and_score(os.path.join(lists, 'test.txt'), ckpt, predictions, args.inference_flags, commands)
-    steps, train_seconds = _trained(ckpt)
+        for ckpt in ckpt_dirs:   # the fold's budget is shared by the ensemble's members
+            run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
+                               '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size), '--time-budget-minutes',
+                               str(args.budget_minutes / len(ckpt_dirs)), '--num-steps', '1000000']
+                       + shlex.split(args.train_flags), commands)
+    rows = predict_and_score(os.path.join(lists, 'test.txt'), ckpt_dirs, predictions, args.inference_flags, commands)
+    steps, train_seconds = _trained(ckpt_dirs)
     summary = {'fold': index, 'train': [p.name for p in train_patients],
                'validation': [p.name for p in val_patients],
-               'test': [p.name for p in test_patients], 'checkpoints': ckpt, 'steps': steps,
+               'test': [p.name for p in test_patients], 'checkpoints': ckpt_dirs, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
                'train_slices_per_s': steps * args.batch_size / train_seconds,
                'fold_minutes': (time.monotonic() - started) / 60.0,
@@ -169,7 +184,7 @@ def run_fold(index, train_patients, test_patients, args):
 
 
 def trained_checkpoints(run_dir, index, test_patients):
-    """(checkpoint folder, machine facts or None) of fold `index` of an earlier run, checked to
+    """(checkpoint folders, machine facts or None) of fold `index` of an earlier run, checked to
     hold out the same patients."""
     summary_path = os.path.join(run_dir, 'fold{}'.format(index), 'summary.json')
     if not os.path.isfile(summary_path):
@@ -179,7 +194,8 @@ def trained_checkpoints(run_dir, index, test_patients):
     if sorted(source['test']) != sorted(p.name for p in test_patients):
         raise InputError('{}: fold {} held out other patients; use the same --folds, --seed and '
                          '--lgg'.format(summary_path, index))
-    return os.path.join(run_dir, 'fold{}'.format(index), 'checkpoints'), source.get('machine')
+    members = len(source['checkpoints']) if isinstance(source.get('checkpoints'), list) else 1
+    return checkpoint_folders(os.path.join(run_dir, 'fold{}'.format(index)), members), source.get('machine')
 
 
 def finished_folds(run_dir):
@@ -212,10 +228,11 @@ def write_json(document, path):
             json.dump(document, stream, indent=1)
 
 
-def _trained(ckpt_dir):
-    """(global step, training seconds) of the run's latest checkpoint."""
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    return int(latest.rsplit('-', 1)[1]), float(tf.train.load_variable(latest, 'train_seconds'))
+def _trained(ckpt_dirs):
+    """(global steps, training seconds) of the runs' latest checkpoints, summed over the runs."""
+    latest = [tf.train.latest_checkpoint(ckpt_dir) for ckpt_dir in ckpt_dirs]
+    return (sum(int(path.rsplit('-', 1)[1]) for path in latest),
+            sum(float(tf.train.load_variable(path, 'train_seconds')) for path in latest))
 
 
 def mean_and_std(rows, column):
@@ -258,6 +275,8 @@ def results_markdown(summaries, command):
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
+    if args.ensemble < 1:
+        raise InputError('--ensemble {}: train at least one network per fold'.format(args.ensemble))
     cli.graph_mode()
     command = 'python experiments/cross_validation.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lists = os.path.join(args.work_dir, 'lists')

@@ -31,6 +31,7 @@ def parse_args(argv):
 def training_rows(fold_dir, summary, inference_flags):
     """Evaluate.py rows of a fold's training patients, predicted with the fold's checkpoints."""
     checkpoints = summary.get('checkpoints', os.path.join(fold_dir, 'checkpoints'))   # older runs: their own
+    checkpoints = [checkpoints] if isinstance(checkpoints, str) else checkpoints   # older runs: one folder
     return predict_and_score(os.path.join(fold_dir, 'lists', 'train.txt'), checkpoints,
                              os.path.join(fold_dir, 'train_predictions'), inference_flags, [])
 

@@ -67,11 +67,18 @@ def find_checkpoint(ckpt_dir, checkpoint=None):
     raise InputError('{}: holds no checkpoint (train with Train.py first)'.format(ckpt_dir))
 
 
+def _by_checkpoint_name(variables):
+    """{name in the checkpoint: variable}: a dict is taken as it is, a list by the variables' names."""
+    return dict(variables) if isinstance(variables, dict) else {v.op.name: v for v in variables}
+
+
 def check_compatible(checkpoint, variables):
-    """Raise InputError unless the checkpoint holds every variable with the same shape."""
+    """Raise InputError unless the checkpoint holds every variable with the same shape.
+
+    variables: a list, or a dict {name in the checkpoint: variable} (as tf.train.Saver takes).
+    """
     stored = dict(tf.train.list_variables(checkpoint))
-    for variable in variables:
-        name = variable.op.name
+    for name, variable in _by_checkpoint_name(variables).items():
         shape = variable.shape.as_list()
         if name not in stored:
             raise InputError('{}: made with a different network configuration (no variable {})'.format(
@@ -82,6 +89,7 @@ def check_compatible(checkpoint, variables):
 
 
 def restore(session, checkpoint, variables):
-    """Restore `variables` from a checkpoint after checking that it matches them."""
+    """Restore `variables` (a list, or a dict by checkpoint name) from a checkpoint after
+    checking that it matches them."""
     check_compatible(checkpoint, variables)
-    tf.train.Saver(variables).restore(session, checkpoint)
+    tf.train.Saver(_by_checkpoint_name(variables)).restore(session, checkpoint)

@@ -117,17 +117,22 @@ def paste_window(cut, frame_shape, window):
 
 
 class Predictor:
-    """Predicts labelled volumes with a DCR network.
+    """Predicts labelled volumes with a DCR network, or an ensemble of them.
 
     Graph pieces are added to the session's graph on first use for each window shape; they
     share the network's variables (built with is_training=False, so batch norm uses its
-    moving statistics).
+    moving statistics). An ensemble averages its members' softmax probabilities before
+    decoding; member k's variables live under the variable scope `member<k>` (see
+    member_variables), a single network's at the top level, as in training.
     """
 
     def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
                  tumour_threshold=0.5):
+        """network_config: a NetworkConfig, or a list of them for an ensemble."""
         check_decoding(decoding, tumour_threshold)
-        self.network_config = network_config
+        self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
+        if not self.network_configs:
+            raise InputError('an ensemble needs at least one network')
         self.batch_size = batch_size
         self.flip = flip
         self.decoding = decoding
@@ -151,13 +156,34 @@ class Predictor:
                 mean = tf.placeholder(tf.float32, [4], name='mean')
                 std = tf.placeholder(tf.float32, [4], name='std')
                 images = normalize(raw, mean, std)
-                probabilities = tf.nn.softmax(build_network(images, self.network_config, False))
-                if self.flip:
-                    flipped = build_network(tf.reverse(images, [2]), self.network_config, False)
-                    probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
-                labels = decode(probabilities, self.decoding, self.tumour_threshold)
+                probabilities = tf.add_n([self._member_probabilities(images, index)
+                                          for index in range(len(self.network_configs))])
+                labels = decode(probabilities / len(self.network_configs), self.decoding, self.tumour_threshold)
             self._graphs[height, width] = (raw, mean, std, labels)
         return self._graphs[height, width]
+
+    def _scope(self, index):
+        """Variable scope of ensemble member `index` ('' for a single network)."""
+        return 'member{}'.format(index) if len(self.network_configs) > 1 else ''
+
+    def _member_probabilities(self, images, index):
+        """Softmax of member `index` on images (averaged with its mirror image when flipping)."""
+        config, scope = self.network_configs[index], self._scope(index)
+        with tf.variable_scope(scope) if scope else contextlib.nullcontext():
+            probabilities = tf.nn.softmax(build_network(images, config, False))
+            if self.flip:
+                flipped = build_network(tf.reverse(images, [2]), config, False)
+                probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
+        return probabilities
+
+    def member_variables(self, graph, index):
+        """{name in member `index`'s own checkpoint: variable} of the built graph."""
+        scope = self._scope(index)
+        if not scope:
+            return {v.op.name: v for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
+        prefix = scope + '/'
+        return {v.op.name[len(prefix):]: v for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+                if v.op.name.startswith(prefix)}
 
     def plan(self, image):
         """How a volume is predicted: batches of brain slices, each with its own window.
@@ -215,17 +241,23 @@ def session_config(gpu_memory_fraction=0.0, bfloat16=False):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dir, checkpoint=None, *, gpu_memory_fraction=0.0, **predictor_options):
-    """Yield (session, Predictor, checkpoint path) for a training run folder.
+def restored_predictor(ckpt_dirs, checkpoint=None, *, gpu_memory_fraction=0.0, **predictor_options):
+    """Yield (session, Predictor, checkpoint paths) for one training run folder or several.
 
-    The network is rebuilt from CKPT/config.json and restored from `checkpoint`, or from
-    CKPT/best/ or CKPT's latest checkpoint (see model.checkpoints.find_checkpoint).
+    Each network is rebuilt from its CKPT/config.json and restored from CKPT/best/ or CKPT's
+    latest checkpoint (see model.checkpoints.find_checkpoint), or from `checkpoint` when one
+    folder is given. Several folders make an ensemble that averages their probabilities.
     predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
     """
-    network_config, _, _ = checkpoints.read_config(ckpt_dir)
-    path = checkpoints.find_checkpoint(ckpt_dir, checkpoint)
-    predictor = Predictor(network_config, **predictor_options)
+    ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
+    if checkpoint and len(ckpt_dirs) > 1:
+        raise InputError('a checkpoint path selects one network; it cannot go with {} checkpoint folders'.format(
+            len(ckpt_dirs)))
+    configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
+    paths = [checkpoints.find_checkpoint(ckpt_dir, checkpoint) for ckpt_dir in ckpt_dirs]
+    predictor = Predictor(configs, **predictor_options)
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
         predictor.build(graph)
-        checkpoints.restore(session, path, tf.global_variables())
-        yield session, predictor, path
+        for index, path in enumerate(paths):
+            checkpoints.restore(session, path, predictor.member_variables(graph, index))
+        yield session, predictor, paths

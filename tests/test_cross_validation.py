@@ -56,11 +56,15 @@ def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
         trained_checkpoints(str(tmp_path), 0, held_out)
     (tmp_path / 'fold0').mkdir()
     (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01']}))
-    assert trained_checkpoints(str(tmp_path), 0, held_out) == (str(tmp_path / 'fold0' / 'checkpoints'), None)
+    assert trained_checkpoints(str(tmp_path), 0, held_out) == ([str(tmp_path / 'fold0' / 'checkpoints')], None)
     trained_on = {'cpu_model': 'Some CPU', 'logical_cores': 2}
     (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01'],
                                                                  'machine': trained_on}))
     assert trained_checkpoints(str(tmp_path), 0, held_out)[1] == trained_on   # the training machine
+    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case01', 'case02'],
+                                                                 'checkpoints': ['x/member0', 'x/member1']}))
+    assert trained_checkpoints(str(tmp_path), 0, held_out)[0] == [
+        str(tmp_path / 'fold0' / 'checkpoints' / 'member{}'.format(k)) for k in range(2)]   # an ensemble
     with pytest.raises(InputError, match='held out other patients'):
         trained_checkpoints(str(tmp_path), 0, patients(['case01', 'case03']))
 
@@ -74,3 +78,30 @@ def test_validation_patients_are_seeded_hgg_cases_of_the_training_set():
     assert split_validation(cases, 0, seed=3, lgg_names=set()) == (cases, [])
     with pytest.raises(InputError, match='--val-patients 6: a fold has 6 HGG training patients'):
         split_validation(cases, 6, seed=3, lgg_names={'case00', 'case05'})
+
+
+def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, capsys):
+    """The whole harness on 4 tiny phantom patients, 2 folds, 2 tiny networks per fold."""
+    from experiments import cross_validation
+    from model import phantom
+    data = tmp_path / 'phantom'
+    phantom.generate_dataset(str(data), num_hgg=3, num_lgg=1, num_test=0, shape=(16, 64, 64), progress=False)
+    work = tmp_path / 'run'
+    tiny = ('--width 0.125 --refine-filters 8 --dcr-type C --dilations 6,3,2,1 --crop-size 64 '
+            '--shuffle-buffer 8 --num-steps 2')
+    argv = ['--data-dir', str(data), '--work-dir', str(work), '--folds', '2', '--budget-minutes', '5',
+            '--batch-size', '2', '--ensemble', '2', '--lgg', 'none', '--train-flags=' + tiny]
+    assert cross_validation.main(argv) == 0
+    folds = json.loads((work / 'results.json').read_text())['folds']
+    assert [len(fold['rows']) for fold in folds] == [2, 2]
+    for fold in folds:
+        assert fold['checkpoints'] == [str(work / 'fold{}'.format(fold['fold']) / 'checkpoints' / 'member{}'.format(k))
+                                       for k in range(2)]
+        assert fold['steps'] == 4   # 2 steps (the last --num-steps wins) for each member
+        trains = [command for command in fold['commands'] if command.startswith('python Train.py')]
+        assert len(trains) == 2 and all('--time-budget-minutes 2.5' in command for command in trains)
+        inference = [command for command in fold['commands'] if command.startswith('python Inference.py')]
+        assert inference[0].count('--ckpt-dir') == 2
+    assert '**all 4 held-out**' in (work / 'results.md').read_text()
+    assert cross_validation.main(argv + ['--ensemble', '0']) == 2
+    assert '--ensemble 0' in capsys.readouterr().err

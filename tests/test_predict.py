@@ -251,3 +251,56 @@ def test_region_decoding_finds_at_least_the_argmax_tumour(network, image):
     assert regions.shape == argmax.shape and regions.dtype == np.uint8
     assert not np.any((argmax > 0) & (regions == 0))
     assert not regions[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+def saved_network(ckpt_dir, seed):
+    """A random tiny network with a tamed last layer, saved as a Train.py run folder."""
+    from model import checkpoints
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        predict.Predictor(TINY).build(tf.get_default_graph())
+        step = tf.train.get_or_create_global_step()
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            kernel = [v for v in tf.global_variables() if v.op.name == 'dcr/logits/weights'][0]
+            session.run(kernel.assign(kernel * 0.01))
+            tf.train.Saver().save(session, str(ckpt_dir / checkpoints.CHECKPOINT_PREFIX), global_step=step)
+    checkpoints.write_config(str(ckpt_dir), TINY, 64, {})
+    return str(ckpt_dir)
+
+
+def network_probabilities(ckpt_dir, images):
+    """Softmax of one saved network on normalised images."""
+    with tf.Graph().as_default(), tf.Session() as session:
+        placeholder = tf.placeholder(tf.float32, [None] + list(images.shape[1:]))
+        probabilities = tf.nn.softmax(dcr.build_network(placeholder, TINY, is_training=False))
+        tf.train.Saver().restore(session, tf.train.latest_checkpoint(ckpt_dir))
+        return session.run(probabilities, {placeholder: images})
+
+
+def test_an_ensemble_averages_its_members_probabilities(tmp_path, image):
+    members = [saved_network(tmp_path / 'a', seed=1), saved_network(tmp_path / 'b', seed=2)]
+    with predict.restored_predictor(members, batch_size=4) as (session, predictor, paths):
+        labels = predictor.predict(session, image)
+        assert paths == [tf.train.latest_checkpoint(member) for member in members]
+        assert {v.op.name.split('/')[0] for v in tf.global_variables()} == {'member0', 'member1'}
+    brain = np.any(image != 0, axis=-1)
+    batch, window = predictor.plan(image)[2][len(predictor.plan(image)[2]) // 2]
+    normalised = reference_normalisation(predict.cut_window(image[batch], window), image[brain])
+    each = [network_probabilities(member, normalised) for member in members]
+    frame = (len(batch),) + image.shape[1:3]
+    mean = (each[0] + each[1]) / 2.0
+    expected = predict.paste_window(np.argmax(mean, axis=-1).astype(np.uint8), frame, window)
+    top_two = np.sort(mean, axis=-1)[..., -2:]
+    clear = predict.paste_window((top_two[..., 1] - top_two[..., 0] > 1e-5).astype(np.uint8), frame, window) > 0
+    assert clear.mean() > 0.2
+    np.testing.assert_array_equal(labels[batch][clear], expected[clear])
+    singles = [predict.paste_window(np.argmax(p, axis=-1).astype(np.uint8), frame, window) for p in each]
+    assert not np.array_equal(singles[0][clear], singles[1][clear])   # the members disagree somewhere
+
+
+def test_one_checkpoint_path_cannot_serve_an_ensemble(tmp_path):
+    members = [saved_network(tmp_path / 'a', seed=1), saved_network(tmp_path / 'b', seed=2)]
+    with pytest.raises(InputError, match='cannot go with 2 checkpoint folders'):
+        with predict.restored_predictor(members, tf.train.latest_checkpoint(members[0])):
+            pass

@@ -246,3 +246,20 @@ def test_bfloat16_training_runs_and_is_recorded(data, tmp_path):
     assert code == 0, err
     assert checkpoint_steps(ckpt) == [1, 2]
     assert checkpoints.read_config(ckpt)[2]['bfloat16'] is True
+
+
+def test_inference_ensemble_of_a_network_with_itself_matches_the_network(data, first_run, tmp_path):
+    import Inference
+    from model.brats import read_volume
+    copies = [str(tmp_path / name) for name in ('a', 'b')]
+    for copy in copies:
+        shutil.copytree(first_run['ckpt'], copy)
+    outputs = {}
+    for name, ckpt_dirs in (('single', copies[:1]), ('ensemble', copies)):
+        output = str(tmp_path / name)
+        ckpt_flags = [flag for ckpt in ckpt_dirs for flag in ('--ckpt-dir', ckpt)]
+        with contextlib.redirect_stderr(io.StringIO()):
+            assert Inference.main(['--list', data['val'], '--output-dir', output] + ckpt_flags) == 0
+        outputs[name] = [read_volume(os.path.join(output, file))[0] for file in sorted(os.listdir(output))]
+    assert len(outputs['single']) == 1
+    np.testing.assert_array_equal(outputs['single'][0], outputs['ensemble'][0])

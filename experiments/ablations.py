@@ -30,20 +30,29 @@ BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-w
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
+TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
+THRESHOLD_BASES = ('budget-recipe', 'defaults')   # trained rows whose networks get threshold rows
+
+
+def threshold_rows(base):
+    """Test-time rows on the networks of row `base`: region decoding at the usual tumour threshold
+    (0.5), then at each of TUMOUR_THRESHOLDS."""
+    rows = [Row(base + '-regions', '+ region decoding', '', '--decoding regions', base)]
+    for threshold in TUMOUR_THRESHOLDS:
+        rows.append(Row('{}-regions-t{}'.format(base, threshold),
+                        '+ region decoding, tumour where P(WT) > {}'.format(threshold), '',
+                        '--decoding regions --tumour-threshold {}'.format(threshold), base))
+    return rows
+
+
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, '', ''),
     Row('budget-recipe-flip', '+ test-time flip', '', '--flip', 'budget-recipe'),
-    Row('budget-recipe-regions', '+ region decoding', '', '--decoding regions', 'budget-recipe'),
     Row('budget-recipe-regions-flip', '+ region decoding + flip', '', '--decoding regions --flip',
         'budget-recipe'),
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
         'budget-recipe'),
-    Row('budget-recipe-regions-t0.4', '+ region decoding, tumour where P(WT) > 0.4', '',
-        '--decoding regions --tumour-threshold 0.4', 'budget-recipe'),
-    Row('budget-recipe-regions-t0.3', '+ region decoding, tumour where P(WT) > 0.3', '',
-        '--decoding regions --tumour-threshold 0.3', 'budget-recipe'),
-    Row('budget-recipe-regions-t0.2', '+ region decoding, tumour where P(WT) > 0.2', '',
-        '--decoding regions --tumour-threshold 0.2', 'budget-recipe'),
+    *threshold_rows('budget-recipe'),
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
         BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
@@ -57,13 +66,7 @@ ROWS = (
         BUDGET_RECIPE + ' --tumour-fraction 0', '', ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
     Row('defaults', "Train.py's defaults when run: the budget recipe in float32; argmax", '', '', ''),
-    Row('defaults-regions', '+ region decoding', '', '--decoding regions', 'defaults'),
-    Row('defaults-regions-t0.4', '+ region decoding, tumour where P(WT) > 0.4', '',
-        '--decoding regions --tumour-threshold 0.4', 'defaults'),
-    Row('defaults-regions-t0.3', '+ region decoding, tumour where P(WT) > 0.3', '',
-        '--decoding regions --tumour-threshold 0.3', 'defaults'),
-    Row('defaults-regions-t0.2', '+ region decoding, tumour where P(WT) > 0.2', '',
-        '--decoding regions --tumour-threshold 0.2', 'defaults'),
+    *threshold_rows('defaults'),
     Row('bfloat16', "Train.py's defaults with bfloat16 convolutions (--bfloat16 on)", '--bfloat16 on', '', ''),
     Row('bfloat16-jitter-0.3', 'bfloat16, intensity scale and shift jitter 0.3 (from 0.1)',
         '--bfloat16 on --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
@@ -73,13 +76,8 @@ ROWS = (
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
-SELECTIONS = (
-    ('tumour threshold of the budget recipe, 0.5 to 0.2',
-     ('budget-recipe-regions', 'budget-recipe-regions-t0.4', 'budget-recipe-regions-t0.3',
-      'budget-recipe-regions-t0.2')),
-    ('tumour threshold of the defaults, 0.5 to 0.2',
-     ('defaults-regions', 'defaults-regions-t0.4', 'defaults-regions-t0.3', 'defaults-regions-t0.2')),
-)
+SELECTIONS = tuple(('tumour threshold of {}, 0.5 to 0.2'.format(base), tuple(row.name for row in threshold_rows(base)))
+                   for base in THRESHOLD_BASES)
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 

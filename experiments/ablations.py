@@ -60,6 +60,8 @@ ROWS = (
         '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', '', ''),
     Row('intensity-jitter-0.3', 'budget recipe, intensity scale and shift jitter 0.3 (from 0.1)',
         BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
+    Row('intensity-jitter-0.5', 'budget recipe, intensity scale and shift jitter 0.5 (from 0.1)',
+        BUDGET_RECIPE + ' --intensity-scale 0.5 --intensity-shift 0.5', '', ''),
     Row('dice-off', 'budget recipe without the soft Dice term (cross-entropy only)',
         BUDGET_RECIPE + ' --dice-weight 0', '', ''),
     Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',

@@ -14,6 +14,7 @@ import collections
 import json
 import os
 import shutil
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,6 +81,13 @@ ROWS = (
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
 SELECTIONS = tuple(('tumour threshold of {}, 0.5 to 0.2'.format(base), tuple(row.name for row in threshold_rows(base)))
                    for base in THRESHOLD_BASES)
+# (row, baseline): compared patient by patient (same folds, same held-out patients).
+PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recipe'),
+          ('defaults', 'budget-recipe'), ('intensity-jitter-0.3', 'defaults'),
+          ('intensity-jitter-0.5', 'defaults'), ('intensity-jitter-0.5', 'intensity-jitter-0.3'),
+          ('ensemble-2', 'defaults'), ('bfloat16', 'defaults'))
+PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
+                  ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
            ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 
@@ -174,6 +182,31 @@ def selection_table(results):
     return '\n'.join(lines)
 
 
+def paired_differences(results, baseline, metric):
+    """(mean difference, its standard error, patients better, patients compared) of `metric`
+    between two runs' rows of the same held-out patients (NaN pairs skipped)."""
+    fold_selection.check_same_folds({'row': results, 'baseline': baseline})
+    others = {row['patient']: row[metric] for row in cross_validation.held_out_rows(baseline['folds'])}
+    differences = [row[metric] - others[row['patient']] for row in cross_validation.held_out_rows(results['folds'])
+                   if row[metric] == row[metric] and others[row['patient']] == others[row['patient']]]
+    mean = statistics.fmean(differences) if differences else float('nan')
+    error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else float('nan')
+    return mean, error, sum(d > 0 for d in differences), len(differences)
+
+
+def paired_table(results):
+    """Markdown table of each PAIRED (row, baseline) with results: per metric, the mean
+    patient-by-patient difference +- its standard error, and how many patients improved."""
+    lines = ['| row | against | ' + ' | '.join(title for _, title in PAIRED_METRICS) + ' |',
+             '|' + '---|' * (len(PAIRED_METRICS) + 2)]
+    for name, baseline in PAIRED:
+        if name in results and baseline in results:
+            cells = ('{:+.3f} ± {:.3f} ({}/{})'.format(*paired_differences(results[name], results[baseline], metric))
+                     for metric, _ in PAIRED_METRICS)
+            lines.append('| {} | {} | {} |'.format(name, baseline, ' | '.join(cells)))
+    return '\n'.join(lines)
+
+
 def markers(section):
     """The start and end comments that delimit a generated section of the report."""
     return '<!-- {}: start -->'.format(section), '<!-- {}: end -->'.format(section)
@@ -186,7 +219,8 @@ def write_tables(report=REPORT, results_dir=RESULTS_DIR):
     with open(report) as stream:
         text = stream.read()
     tables = []
-    for section, render in (('ablation table', table), ('fold selection', selection_table)):
+    for section, render in (('ablation table', table), ('fold selection', selection_table),
+                            ('paired differences', paired_table)):
         start, end = markers(section)
         if start not in text or end not in text.split(start, 1)[1]:
             raise InputError('{}: table markers {} ... {} are missing or out of order'.format(report, start, end))

@@ -57,8 +57,9 @@ def test_table_lists_rows_with_results_in_registry_order(tmp_path):
 def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     report = tmp_path / 'report.md'
-    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\noutro\n'.format(
-        *ablations.markers('ablation table'), *ablations.markers('fold selection')))
+    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\noutro\n'.format(
+        *ablations.markers('ablation table'), *ablations.markers('fold selection'),
+        *ablations.markers('paired differences')))
     ablations.write_tables(str(report), str(tmp_path))
     text = report.read_text()
     assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
@@ -84,3 +85,20 @@ def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp
     # folds 1 and 2 see fold 0's 1.0 and pick the second, which scores them 0.7.
     assert '| budget-recipe-regions, width-half, width-half |' in line
     assert '0.733 ± 0.047' in line
+
+
+def test_paired_differences_compare_the_same_patients(tmp_path):
+    baseline, better = results(0.7), results(0.7)
+    for index, fold in enumerate(better['folds']):   # patient a of each fold gains 0.1 * (fold + 1)
+        fold['rows'] = [dict(fold['rows'][0], patient=fold['test'][0], WT_dice=0.7 + 0.1 * (index + 1)),
+                        dict(fold['rows'][1], patient=fold['test'][1])]
+    for fold in baseline['folds']:
+        fold['rows'] = [dict(row, patient=name) for row, name in zip(fold['rows'], fold['test'])]
+    mean, error, better_count, count = ablations.paired_differences(better, baseline, 'WT_dice')
+    assert count == 6 and better_count == 3
+    assert abs(mean - 0.1) < 1e-9 and abs(error - 0.0516) < 1e-3   # sample stdev 0.1265 / sqrt(6)
+    assert ablations.paired_differences(better, baseline, 'ET_dice')[3] == 0   # all NaN: nothing compared
+    shifted = json.loads(json.dumps(baseline))
+    shifted['folds'][0]['test'] = ['other', 'patients']
+    with pytest.raises(InputError, match='holds out other patients'):
+        ablations.paired_differences(better, shifted, 'WT_dice')

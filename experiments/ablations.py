@@ -32,7 +32,7 @@ BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-w
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
 TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
-THRESHOLD_BASES = ('budget-recipe', 'defaults')   # trained rows whose networks get threshold rows
+THRESHOLD_BASES = ('budget-recipe', 'defaults', 'intensity-jitter-0.5')   # trained rows whose networks get threshold rows
 
 
 def threshold_rows(base):

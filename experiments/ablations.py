@@ -63,6 +63,7 @@ ROWS = (
         BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
     Row('intensity-jitter-0.5', 'budget recipe, intensity scale and shift jitter 0.5 (from 0.1)',
         BUDGET_RECIPE + ' --intensity-scale 0.5 --intensity-shift 0.5', '', ''),
+    *threshold_rows('intensity-jitter-0.5'),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
         BUDGET_RECIPE + ' --intensity-scale 0.7 --intensity-shift 0.7', '', ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',

@@ -14,8 +14,8 @@ def test_every_test_time_row_reuses_a_trained_row():
         if row.trained_from:
             assert not row.train_flags
             assert not ablations.row_named(row.trained_from).trained_from
-        else:   # a trained row states its flags; 'defaults' runs Train.py's defaults as they were
-            assert row.train_flags or row.name == 'defaults'
+        else:   # a trained row states its flags, so it reruns as it ran when Train.py's defaults move
+            assert row.train_flags
 
 
 def test_every_selection_names_registered_rows_of_one_network():

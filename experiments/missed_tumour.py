@@ -6,9 +6,13 @@ split over the true labels (necrosis/non-enhancing, oedema, enhancing), the shar
 axial slices where the network found no tumour at all (misses at the tumour's upper and lower
 ends) and the mean normalised FLAIR and T2 of the oedema it found against the oedema it missed
 (faint oedema is missed first if the network's threshold sits between them). Below the table:
-the correlation, over patients, of the share of tumour found with the oedema contrast.
+the correlation, over patients, of the share of tumour found with the oedema contrast. With
+--baseline-run-dir (another run holding out the same patients), each patient's WT Dice gain over
+that run is added, and the mean gain of the lower- and the higher-contrast half of the patients.
 
     python experiments/missed_tumour.py --run-dir experiments/runs/defaults
+    python experiments/missed_tumour.py --run-dir experiments/runs/intensity-jitter-0.5 \
+        --baseline-run-dir experiments/runs/defaults
 
 Prints a markdown table and writes it to RUN/missed_tumour.md.
 """
@@ -19,9 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cross_validation import finished_folds, write_run_report  # noqa: E402
+from experiments.cross_validation import finished_folds, held_out_rows, write_run_report  # noqa: E402
 from model import cli  # noqa: E402
 from model.brats import find_prediction, load_patient, read_volume  # noqa: E402
+from model.errors import InputError  # noqa: E402
 from model.lists import read_patient_list  # noqa: E402
 from model.normalization import CLIP_SD, brain_mask, intensity_stats  # noqa: E402
 
@@ -66,8 +71,19 @@ def contrast_correlation(rows):
     return float(np.corrcoef(pairs.T)[0, 1]) if len(pairs) > 2 else float('nan')
 
 
+def gain_by_contrast_half(rows):
+    """Mean 'WT Dice gain' of the patients below and of those above the median FLAIR oedema
+    contrast (patients without oedema left out), as (lower half, higher half)."""
+    ranked = sorted((statistics['FLAIR oedema contrast'], statistics['WT Dice gain']) for _, statistics in rows
+                    if np.isfinite(statistics['FLAIR oedema contrast']))
+    half = len(ranked) // 2
+    lower, higher = [gain for _, gain in ranked[:half]], [gain for _, gain in ranked[len(ranked) - half:]]
+    return (float(np.mean(lower)) if lower else float('nan')), (float(np.mean(higher)) if higher else float('nan'))
+
+
 def markdown(rows):
-    """A markdown table of (patient, statistics) pairs, and the contrast correlation below it."""
+    """A markdown table of (patient, statistics) pairs, and the contrast correlation (and, when
+    the rows have a 'WT Dice gain', the gain by contrast half) below it."""
     columns = list(rows[0][1])
     lines = ['| patient | ' + ' | '.join(columns) + ' |', '|' + '---|' * (len(columns) + 1)]
     for patient, statistics in rows:
@@ -76,6 +92,9 @@ def markdown(rows):
     lines += ['', 'Correlation over the {} patients of the share of tumour found (WT sensitivity) with the '
               'FLAIR oedema contrast (mean z-score of oedema minus that of tumour-free brain): r = {:.2f}'.format(
                   len(rows), contrast_correlation(rows))]
+    if 'WT Dice gain' in rows[0][1]:
+        lines += ['', 'Mean WT Dice gain over the baseline run: {:+.3f} in the lower-contrast half of the '
+                  'patients, {:+.3f} in the higher-contrast half'.format(*gain_by_contrast_half(rows))]
     return '\n'.join(lines)
 
 
@@ -83,15 +102,27 @@ def markdown(rows):
 def main(argv=None):
     parser = cli.parser(__doc__.splitlines()[0])
     parser.add_argument('--run-dir', required=True, help='work folder of a finished cross_validation.py run')
+    parser.add_argument('--baseline-run-dir', default='',
+                        help='a finished run holding out the same patients: add the WT Dice gain over it')
     args = parser.parse_args(argv)
     folds = finished_folds(args.run_dir)
+    dice = {row['patient']: row['WT_dice'] for row in held_out_rows(folds)}
+    baseline = ({row['patient']: row['WT_dice'] for row in held_out_rows(finished_folds(args.baseline_run_dir))}
+                if args.baseline_run_dir else {})
+    missing = sorted(set(dice) - set(baseline)) if baseline else []
+    if missing:
+        raise InputError('{}: holds out no {} (not the same folds as {})'.format(
+            args.baseline_run_dir, ', '.join(missing), args.run_dir))
     rows = []
     for fold in folds:
         fold_dir = os.path.join(args.run_dir, 'fold{}'.format(fold['fold']))
         for patient in read_patient_list(os.path.join(fold_dir, 'lists', 'test.txt'), require_labels=True):
             image, truth, _ = load_patient(patient)
             prediction, _ = read_volume(find_prediction(patient, os.path.join(fold_dir, 'predictions')))
-            rows.append((patient.name, missed_tumour(image, truth, prediction)))
+            statistics = missed_tumour(image, truth, prediction)
+            if baseline:
+                statistics['WT Dice gain'] = dice[patient.name] - baseline[patient.name]
+            rows.append((patient.name, statistics))
     write_run_report(args.run_dir, 'missed_tumour', argv, markdown(rows))
     return 0
 

@@ -34,6 +34,17 @@ def test_contrast_correlation_pairs_found_share_with_contrast():
     assert np.isnan(missed_tumour.contrast_correlation(rows[:2]))
 
 
+def test_gain_is_split_at_the_median_contrast():
+    rows = [(name, {'missed': 0.1, 'FLAIR oedema contrast': contrast, 'WT Dice gain': gain})
+            for name, contrast, gain in (('a', 3.0, 0.0), ('b', 1.0, 0.10), ('c', 2.0, 0.02), ('d', 0.5, 0.06),
+                                         ('e', float('nan'), 0.5), ('f', 2.5, 0.01))]
+    lower, higher = missed_tumour.gain_by_contrast_half(rows)   # 'e' has no oedema: left out; 'c' is the median
+    assert np.isclose(lower, 0.08) and np.isclose(higher, 0.005)
+    assert '+0.080 in the lower-contrast half' in missed_tumour.markdown(rows)
+    assert 'gain' not in missed_tumour.markdown([(n, {k: v for k, v in s.items() if k != 'WT Dice gain'})
+                                                for n, s in rows])
+
+
 def test_unfinished_run_is_refused(tmp_path, capsys):
     assert missed_tumour.main(['--run-dir', str(tmp_path)]) == 2
     assert 'results.json: missing' in capsys.readouterr().err

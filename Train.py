@@ -4,7 +4,8 @@ Reads the TFRecords of create_pascal_tf_record.py, trains with softmax cross-ent
 Dice term + L2 weight decay and Adam, and writes CKPT/model.ckpt-<step>, CKPT/config.json and TensorBoard
 events. Rerunning resumes from the latest checkpoint; --num-steps is the total global step
 to reach. With a validation list, whole volumes are predicted every few steps and the best
-checkpoint by mean WT/TC/ET Dice is kept in CKPT/best/.
+checkpoint by mean WT/TC/ET Dice is kept in CKPT/best/. SIGINT/SIGTERM save the step reached
+and exit with 128 + the signal's number (130, 143), so a caller can tell it did not finish.
 """
 import math
 import os
@@ -17,7 +18,7 @@ from model.input import AugmentConfig
 from model.lists import read_patient_list
 from model.losses import LossConfig
 from model.records import resolve_records
-from model.training import Schedule, TrainingError, train
+from model.training import Schedule, TrainingError, TrainingStopped, train
 
 TRAIN_RECORDS = 'data/records/train-*'
 VAL_LIST = 'data/lists/val.txt'   # used when it exists; --val-list '' turns validation off
@@ -175,6 +176,9 @@ def main(argv=None):
     except TrainingError as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1
+    except TrainingStopped as stopped:   # the shell's convention, so callers know it did not finish
+        print('Train.py: {}'.format(stopped), file=sys.stderr)
+        return 128 + stopped.signal_number
     print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir))
     return 0
 

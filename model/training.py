@@ -35,6 +35,15 @@ class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class TrainingStopped(Exception):
+    """A SIGINT/SIGTERM stopped training before its schedule ended; the step reached is saved."""
+
+    def __init__(self, signal_number, step):
+        super().__init__('{} received: saved step {} and stopped; rerun to resume'.format(
+            signal.Signals(signal_number).name, step))
+        self.signal_number, self.step = signal_number, step
+
+
 @dataclasses.dataclass
 class Schedule:
     """Optimiser and bookkeeping settings of a run."""
@@ -125,7 +134,7 @@ class StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
 
     def __init__(self):
-        self.signal_name = None
+        self.signal_number = None
         self._previous = {}
 
     def __enter__(self):
@@ -139,7 +148,7 @@ class StopRequest:
         return False
 
     def _handle(self, number, frame):
-        self.signal_name = signal.Signals(number).name
+        self.signal_number = number
 
 
 def validate(session, predictor, patients):
@@ -274,13 +283,14 @@ class Trainer:
             self.save(session, step)
 
     def run(self, session, batch_size):
-        """Train until the schedule's num_steps (or a stop signal); returns the final step."""
+        """Train until the schedule's num_steps or time budget; returns the final step. A stop
+        signal saves the step reached and raises TrainingStopped."""
         step = first_step = self.restore_or_initialize(session)
         self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
         budget = self.schedule.time_budget_seconds or math.inf
         with StopRequest() as stop, self._progress_bar(step) as bar:
-            while (step < self.schedule.num_steps and stop.signal_name is None
+            while (step < self.schedule.num_steps and stop.signal_number is None
                    and self.elapsed_seconds() < budget):
                 step = self._train_step(session, step, batch_size, bar)
                 self._save_if_due(session, step)
@@ -288,12 +298,12 @@ class Trainer:
                     self._validate(session, step)
         if step > first_step:   # again at the end: the checkpoint keeps the final training time
             self.save(session, step)
-        if self.best and step > first_step and self._validated_step != step and not stop.signal_name:
+        if self.best and step > first_step and self._validated_step != step and stop.signal_number is None:
             self._validate(session, step)
         self.writer.flush()
-        if stop.signal_name:
-            self.log('{} received: saved step {} and stopped'.format(stop.signal_name, step))
-        elif step < self.schedule.num_steps:
+        if stop.signal_number is not None:
+            raise TrainingStopped(stop.signal_number, step)
+        if step < self.schedule.num_steps:
             self.log('time budget of {:g} minutes used: saved step {} and stopped'.format(
                 self.schedule.time_budget_minutes, step))
         return step

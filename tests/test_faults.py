@@ -164,7 +164,8 @@ def test_sigterm_saves_and_exits_cleanly(dataset):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
-    output = finish(process)
+    output, _ = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 128 + signal.SIGTERM, output   # unfinished: callers must not go on
     assert 'SIGTERM received: saved step' in output
     step = int(re.search(r'SIGTERM received: saved step (\d+)', output).group(1))
     assert checkpoint_steps(ckpt)[-1] == step

@@ -28,7 +28,14 @@ RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
 REPORT = 'docs/accuracy.md'
 BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'   # rows append flags; the last wins
-JITTER_RECIPE = BUDGET_RECIPE + ' --intensity-scale 0.5 --intensity-shift 0.5'   # Train.py's defaults since that row
+
+
+def with_jitter(scale, shift):
+    """The budget recipe with Train.py's intensity scale and shift jitter set."""
+    return BUDGET_RECIPE + ' --intensity-scale {:g} --intensity-shift {:g}'.format(scale, shift)
+
+
+JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults since the intensity-jitter-0.5 row
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
@@ -61,14 +68,14 @@ ROWS = (
     Row('paper-training', "the paper's training: crop 224, Adam 1e-4 constant, cross-entropy only",
         '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', '', ''),
     Row('intensity-jitter-0.3', 'budget recipe, intensity scale and shift jitter 0.3 (from 0.1)',
-        BUDGET_RECIPE + ' --intensity-scale 0.3 --intensity-shift 0.3', '', ''),
+        with_jitter(0.3, 0.3), '', ''),
     Row('intensity-jitter-0.5', 'budget recipe, intensity scale and shift jitter 0.5 (from 0.1)',
         JITTER_RECIPE, '', ''),
     *threshold_rows('intensity-jitter-0.5'),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
-        BUDGET_RECIPE + ' --intensity-scale 0.7 --intensity-shift 0.7', '', ''),
+        with_jitter(0.7, 0.7), '', ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',
-        BUDGET_RECIPE + ' --intensity-scale 0.5 --intensity-shift 0.1', '', ''),
+        with_jitter(0.5, 0.1), '', ''),
     Row('dice-off', 'budget recipe without the soft Dice term (cross-entropy only)',
         BUDGET_RECIPE + ' --dice-weight 0', '', ''),
     Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',

@@ -17,6 +17,8 @@ import tempfile
 import time
 from importlib import metadata
 
+from model.cpu import vector_extensions
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data'))
 BRATS2018 = 'brats2018_sample'   # 12 labelled BraTS 2018 cases (NIfTI)
@@ -233,6 +235,7 @@ def machine():
     """Facts about the machine and software the numbers were measured on."""
     return {
         'cpu_model': _cpu_model(),
+        'cpu_vector_extensions': vector_extensions(),
         'logical_cores': os.cpu_count(),
         'usable_cores': len(usable_cpus()),
         'memory_gib': _memory_gib(),

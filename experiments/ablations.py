@@ -40,14 +40,17 @@ JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults since the intensit
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
 TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
-THRESHOLD_BASES = ('budget-recipe', 'defaults', 'intensity-jitter-0.5')   # trained rows whose networks get threshold rows
+LOW_TUMOUR_THRESHOLDS = TUMOUR_THRESHOLDS + (0.15, 0.1)   # the grid below 0.2, for networks trained since
+# Trained rows whose networks get threshold rows, and the tumour thresholds each is decoded at.
+THRESHOLD_BASES = (('budget-recipe', TUMOUR_THRESHOLDS), ('defaults', TUMOUR_THRESHOLDS),
+                   ('intensity-jitter-0.5', TUMOUR_THRESHOLDS), ('intensity-jitter-0.5-repeat', LOW_TUMOUR_THRESHOLDS))
 
 
-def threshold_rows(base):
+def threshold_rows(base, thresholds):
     """Test-time rows on the networks of row `base`: region decoding at the usual tumour threshold
-    (0.5), then at each of TUMOUR_THRESHOLDS."""
+    (0.5), then at each of `thresholds`."""
     rows = [Row(base + '-regions', '+ region decoding', '', '--decoding regions', base)]
-    for threshold in TUMOUR_THRESHOLDS:
+    for threshold in thresholds:
         rows.append(Row('{}-regions-t{}'.format(base, threshold),
                         '+ region decoding, tumour where P(WT) > {}'.format(threshold), '',
                         '--decoding regions --tumour-threshold {}'.format(threshold), base))
@@ -61,7 +64,7 @@ ROWS = (
         'budget-recipe'),
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
         'budget-recipe'),
-    *threshold_rows('budget-recipe'),
+    *threshold_rows('budget-recipe', TUMOUR_THRESHOLDS),
     Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
         BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
@@ -71,7 +74,10 @@ ROWS = (
         with_jitter(0.3, 0.3), '', ''),
     Row('intensity-jitter-0.5', 'budget recipe, intensity scale and shift jitter 0.5 (from 0.1)',
         JITTER_RECIPE, '', ''),
-    *threshold_rows('intensity-jitter-0.5'),
+    *threshold_rows('intensity-jitter-0.5', TUMOUR_THRESHOLDS),
+    Row('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5 trained again (training is not seeded; the CPU may differ)',
+        JITTER_RECIPE, '--decoding argmax', ''),
+    *threshold_rows('intensity-jitter-0.5-repeat', LOW_TUMOUR_THRESHOLDS),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
         with_jitter(0.7, 0.7), '', ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',
@@ -83,7 +89,7 @@ ROWS = (
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', '', ''),
-    *threshold_rows('defaults'),
+    *threshold_rows('defaults', TUMOUR_THRESHOLDS),
     Row('bfloat16', 'intensity-jitter-0.5 with bfloat16 convolutions (--bfloat16 on)', JITTER_RECIPE + ' --bfloat16 on',
         '', ''),
     Row('jitter-0.5-ensemble-2', 'two networks with intensity jitter 0.5, 10 minutes each, probabilities averaged',
@@ -92,14 +98,16 @@ ROWS = (
         BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
 )
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
-SELECTIONS = tuple(('tumour threshold of {}, 0.5 to 0.2'.format(base), tuple(row.name for row in threshold_rows(base)))
-                   for base in THRESHOLD_BASES)
+SELECTIONS = tuple(('tumour threshold of {}, 0.5 to {:g}'.format(base, thresholds[-1]),
+                    tuple(row.name for row in threshold_rows(base, thresholds)))
+                   for base, thresholds in THRESHOLD_BASES)
 # (row, baseline): compared patient by patient (same folds, same held-out patients).
 PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recipe'),
           ('defaults', 'budget-recipe'), ('intensity-jitter-0.3', 'defaults'),
           ('intensity-jitter-0.5', 'defaults'), ('intensity-jitter-0.5', 'intensity-jitter-0.3'),
           ('intensity-jitter-0.7', 'intensity-jitter-0.5'), ('intensity-scale-0.5', 'intensity-jitter-0.5'),
-          ('jitter-0.5-ensemble-2', 'intensity-jitter-0.5'), ('bfloat16', 'intensity-jitter-0.5'))
+          ('jitter-0.5-ensemble-2', 'intensity-jitter-0.5'), ('bfloat16', 'intensity-jitter-0.5'),
+          ('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
@@ -160,8 +168,14 @@ def pooled_cells(patients):
 
 
 def machine_cell(folds):
-    """The CPU the folds were trained on ('not recorded' for runs from before it was)."""
-    return ', '.join(sorted({fold['machine']['cpu_model'] for fold in folds if 'machine' in fold})) or 'not recorded'
+    """The CPU the folds were trained on, with its vector extensions where recorded ('not
+    recorded' for runs from before the CPU was)."""
+    cpus = set()
+    for fold in folds:
+        if 'machine' in fold:
+            extensions = fold['machine'].get('cpu_vector_extensions')
+            cpus.add(fold['machine']['cpu_model'] + (' ({})'.format(' '.join(extensions)) if extensions else ''))
+    return ', '.join(sorted(cpus)) or 'not recorded'
 
 
 def table(results):

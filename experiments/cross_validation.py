@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import model  # noqa: E402,F401  (sets TensorFlow's environment, so before tensorflow)
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 import Evaluate  # noqa: E402

@@ -10,6 +10,8 @@ Variable names inside a helper's scope:
   batch_norm: `gamma`, `beta`, `moving_mean`, `moving_variance`.
 Conv and deconv kernels, and nothing else, go into `WEIGHT_DECAY_COLLECTION` for the L2 loss.
 """
+import functools
+
 import tensorflow.compat.v1 as tf
 
 WEIGHT_DECAY_COLLECTION = 'dcr_weight_decay'
@@ -34,12 +36,35 @@ def _in_channels(x):
     return channels
 
 
+@functools.lru_cache(maxsize=None)
+def native_dilation_trainable():
+    """Whether Conv2D's own `dilations` can be trained in this process: with oneDNN's CPU kernels
+    or on a GPU (cuDNN). TensorFlow's plain CPU kernels compute a dilated Conv2D but refuse its
+    gradient ('do not yet support dilation rates larger than 1'); TensorFlow turns oneDNN off by
+    default on CPUs without AVX-512 unless TF_ENABLE_ONEDNN_OPTS=1 (see model/__init__.py)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):
+        onednn = False
+    return onednn or bool(tf.config.list_physical_devices('GPU'))
+
+
+def _dilated_conv2d(x, kernel, dilation):
+    """Stride-1 'SAME' convolution of `x` with `kernel` dilated by `dilation`: Conv2D's own
+    dilations where they can be trained, else space-to-batch (`tf.nn.atrous_conv2d`), which
+    computes the same and trains on every device."""
+    if native_dilation_trainable():
+        return tf.nn.conv2d(x, kernel, strides=[1, 1, 1, 1], padding='SAME', dilations=[1, dilation, dilation, 1])
+    return tf.nn.atrous_conv2d(x, kernel, dilation, padding='SAME')
+
+
 def conv(x, filters, kernel_size, stride=1, dilation=1, use_bias=False, name='conv'):
     """2-D convolution with 'SAME' padding and He-normal initialisation.
 
-    Dilated convolutions use `tf.nn.conv2d(dilations=...)`, which runs natively on CPU
-    (oneDNN) and GPU (cuDNN) in TF 2.x and is faster than the space-to-batch
-    `tf.nn.atrous_conv2d`.
+    Dilated convolutions use `tf.nn.conv2d(dilations=...)` where that trains (oneDNN on CPU,
+    cuDNN on GPU; faster than space-to-batch) and `tf.nn.atrous_conv2d` elsewhere; both hold
+    the same `weights` variable, so checkpoints move between machines.
 
     Args:
       x: float tensor [N, H, W, C].
@@ -66,8 +91,10 @@ def conv(x, filters, kernel_size, stride=1, dilation=1, use_bias=False, name='co
             initializer=tf.variance_scaling_initializer(
                 scale=2.0, mode='fan_in', distribution='truncated_normal'))
         _register_for_weight_decay(kernel)
-        y = tf.nn.conv2d(x, kernel, strides=[1, stride, stride, 1], padding='SAME',
-                         dilations=[1, dilation, dilation, 1])
+        if dilation > 1:
+            y = _dilated_conv2d(x, kernel, dilation)
+        else:
+            y = tf.nn.conv2d(x, kernel, strides=[1, stride, stride, 1], padding='SAME')
         if use_bias:
             biases = tf.get_variable('biases', [filters], initializer=tf.zeros_initializer())
             y = tf.nn.bias_add(y, biases)

@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+import model  # noqa: F401  (sets TensorFlow's environment, as the scripts do, before any test imports it)
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(PROJECT_ROOT), 'shared', 'data')
 BRATS2015_SAMPLE = os.path.join(SHARED_DATA, 'brats2015_sample')

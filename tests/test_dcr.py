@@ -101,7 +101,15 @@ def test_weight_decay_collection_holds_conv_kernels_only():
             'gamma', 'beta', 'moving_mean', 'moving_variance', 'biases'}
 
 
-def test_dilated_convs_use_the_configured_rates():
+@pytest.fixture(params=[True, False], ids=['native', 'space-to-batch'])
+def dilation_path(request, monkeypatch):
+    """Run a test with Conv2D's own dilations and again with the space-to-batch fallback."""
+    monkeypatch.setattr(layers, 'native_dilation_trainable', lambda: request.param)
+    return request.param
+
+
+def test_dilated_convs_use_the_configured_rates(monkeypatch):
+    monkeypatch.setattr(layers, 'native_dilation_trainable', lambda: True)
     config = dcr.NetworkConfig(width=0.125, refine_filters=8, dilations=(8, 4, 2, 1))
     with tf.Graph().as_default() as graph:
         dcr.build_network(tf.placeholder(tf.float32, [1, 64, 64, 4]), config, False)
@@ -113,7 +121,7 @@ def test_dilated_convs_use_the_configured_rates():
         assert all(list(op.get_attr('dilations')) == [1, 1, 1, 1] for op in others)
 
 
-def test_dilated_conv_footprint_of_an_impulse():
+def test_dilated_conv_footprint_of_an_impulse(dilation_path):
     impulse = np.zeros([1, 15, 15, 1], np.float32)
     impulse[0, 7, 7, 0] = 1.0
     with tf.Graph().as_default():
@@ -125,6 +133,31 @@ def test_dilated_conv_footprint_of_an_impulse():
     rows, cols = np.nonzero(value)
     assert sorted(set(rows)) == [4, 7, 10] and sorted(set(cols)) == [4, 7, 10]
     assert len(rows) == 9 and np.allclose(value[rows, cols], 1.0)
+
+
+def test_space_to_batch_dilation_trains_like_an_explicitly_dilated_kernel(monkeypatch):
+    """The fallback for CPUs whose kernels cannot backpropagate Conv2D's dilations: output and
+    gradients equal those of an ordinary convolution with the kernel's taps spread `rate` apart."""
+    monkeypatch.setattr(layers, 'native_dilation_trainable', lambda: False)
+    rate = 4
+    with tf.Graph().as_default():
+        x = tf.constant(_images(2, 19, 23))
+        y = layers.conv(x, 5, 3, dilation=rate, name='dilated')
+        kernel = _variable('dilated/weights')
+        assert not any(op.type == 'Conv2D' and op.get_attr('dilations') != [1, 1, 1, 1]
+                       for op in tf.get_default_graph().get_operations())
+        spread = tf.scatter_nd([[i * rate, j * rate] for i in range(3) for j in range(3)],
+                               tf.reshape(kernel, [9, 4, 5]), [2 * rate + 1, 2 * rate + 1, 4, 5])
+        reference = tf.nn.conv2d(x, spread, strides=[1, 1, 1, 1], padding='SAME')
+        weights = tf.constant(np.random.RandomState(1).randn(2, 19, 23, 5).astype(np.float32))
+        gradients = tf.gradients(tf.reduce_sum(y * weights), [x, kernel])
+        reference_gradients = tf.gradients(tf.reduce_sum(reference * weights), [x, kernel])
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            computed, expected = session.run(([y] + gradients, [reference] + reference_gradients))
+    assert computed[0].shape == (2, 19, 23, 5)
+    for value, reference_value in zip(computed, expected):
+        np.testing.assert_allclose(value, reference_value, rtol=1e-4, atol=1e-4)
 
 
 def test_deconv_doubles_size_with_unknown_batch():
@@ -190,10 +223,11 @@ def test_network_moving_statistics_are_trained_and_used_at_inference():
                 session.run(step, {images: batch})
             trained = session.run(moving)
             assert all(not np.allclose(a, b) for a, b in zip(initial, trained))
-            # Inference output of one slice does not depend on the rest of the batch...
+            # Inference output of one slice does not depend on the rest of the batch (up to the
+            # round-off of oneDNN's batch-size-dependent kernels; batch statistics would move it by ~1)...
             alone = session.run(test_logits, {images: batch[:1]})
             together = session.run(test_logits, {images: batch})
-            np.testing.assert_allclose(alone[0], together[0], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(alone[0], together[0], rtol=1e-3, atol=1e-3)
             # ...but does depend on the moving statistics.
             session.run([v.assign(v * 2.0 + 0.5) for v in moving])
             changed = session.run(test_logits, {images: batch[:1]})

@@ -54,6 +54,14 @@ def test_table_lists_rows_with_results_in_registry_order(tmp_path):
     assert '- width-half: `python experiments/cross_validation.py --work-dir X`' in lines
 
 
+def test_machine_cell_names_each_cpu_with_its_vector_extensions_where_recorded():
+    folds = results(0.5, cpu='AMD EPYC')['folds']
+    folds[1]['machine']['cpu_vector_extensions'] = ['avx2', 'fma']
+    folds[2]['machine']['cpu_vector_extensions'] = ['avx2', 'fma']
+    assert ablations.machine_cell(folds) == 'AMD EPYC, AMD EPYC (avx2 fma)'
+    assert ablations.machine_cell(results(0.5)['folds']) == 'not recorded'
+
+
 def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     report = tmp_path / 'report.md'

@@ -12,6 +12,7 @@ import os
 import sys
 
 from model import checkpoints, cli
+from model.cpu import cpu_has_bfloat16, vector_extensions
 from model.dcr import NetworkConfig
 from model.errors import InputError
 from model.input import AugmentConfig
@@ -160,6 +161,9 @@ def main(argv=None):
         raise InputError('--crop-size {} is not a multiple of 32'.format(args.crop_size))
     if not 0.0 <= args.tumour_fraction <= 1.0:
         raise InputError('--tumour-fraction {} is not between 0 and 1'.format(args.tumour_fraction))
+    if args.bfloat16 and not cpu_has_bfloat16():
+        raise InputError('--bfloat16 on needs a CPU with AVX512-BF16 or AMX-BF16; this one has {}'.format(
+            ' '.join(vector_extensions()) or 'neither'))
     paths, sidecar = resolve_records(args.train_records)
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)

@@ -18,6 +18,7 @@ import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Train  # noqa: E402
 from model import checkpoints, phantom  # noqa: E402
 from model.brats import find_patients  # noqa: E402
+from model.cpu import cpu_has_bfloat16  # noqa: E402
 from model.dcr import NetworkConfig, build_network  # noqa: E402
 from model.lists import write_patient_list  # noqa: E402
 
@@ -191,6 +192,17 @@ def test_tumour_fraction_must_be_a_share(data, tmp_path, fraction):
     assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
 
 
+def test_bfloat16_is_refused_on_a_cpu_without_it(data, tmp_path, monkeypatch):
+    # The flag check alone: on such a CPU oneDNN's pass leaves dilated-convolution gradients to
+    # kernels that refuse them, so Train.py must stop before building anything.
+    monkeypatch.setattr(Train, 'cpu_has_bfloat16', lambda: False)
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', '--bfloat16', 'on', *TINY_RUN)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--bfloat16 on needs a CPU with AVX512-BF16' in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
+
+
 def test_nan_loss_stops_without_saving_that_step(data, tmp_path):
     ckpt = tmp_path / 'ckpt'
     code, out, err = train(data, ckpt, '--num-steps', '6', '--learning-rate', '1e30',
@@ -240,6 +252,7 @@ def test_time_budget_stops_saves_and_counts_across_resumes(data, tmp_path):
     assert checkpoint_steps(ckpt)[-1] == steps[-1]
 
 
+@pytest.mark.skipif(not cpu_has_bfloat16(), reason='this CPU has no native bfloat16 (AVX512-BF16 or AMX)')
 def test_bfloat16_training_runs_and_is_recorded(data, tmp_path):
     ckpt = str(tmp_path / 'bf16')
     code, _, err = train(data, ckpt, '--num-steps', '2', '--bfloat16', 'on', *TINY_RUN)

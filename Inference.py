@@ -29,8 +29,8 @@ OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = False               # test-time left-right flip averaging
-DECODING = 'argmax'        # 'argmax' over the 5 classes (the paper's) or 'regions' (WT, TC, ET in turn)
-TUMOUR_THRESHOLD = 0.5     # regions decoding: tumour where P(WT) exceeds this
+DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
+TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
 SAVE_PNG = False
 OVERWRITE = False
@@ -51,8 +51,9 @@ def parse_args(argv):
     add('--flip', action='store_true', default=FLIP, help='average with left-right flipped input')
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
-    add('--tumour-threshold', type=float, default=TUMOUR_THRESHOLD,
-        help='regions decoding: tumour where P(WT) exceeds this (below 0.5: more sensitive)')
+    add('--tumour-threshold', type=float, default=None,
+        help='regions decoding: tumour where P(WT) exceeds this (default {}; below 0.5: more sensitive, '
+        'less precise); argmax decoding has none'.format(TUMOUR_THRESHOLD))
     add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
         help='drop tumour components smaller than this many voxels (0: off)')
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
@@ -102,9 +103,18 @@ def segment(session, predictor, patient, output_path, args):
     return labels
 
 
+def tumour_threshold(args):
+    """The threshold to decode with: --tumour-threshold if given, else TUMOUR_THRESHOLD for
+    regions decoding and 0.5 (the threshold argmax implies) for argmax."""
+    if args.tumour_threshold is not None:
+        return args.tumour_threshold
+    return TUMOUR_THRESHOLD if args.decoding == 'regions' else 0.5
+
+
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
+    args.tumour_threshold = tumour_threshold(args)
     check_decoding(args.decoding, args.tumour_threshold)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)

@@ -36,6 +36,8 @@ def with_jitter(scale, shift):
 
 
 JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults since the intensity-jitter-0.5 row
+ARGMAX = '--decoding argmax'            # Inference.py's default until the tumour-threshold rows
+REGIONS = '--decoding regions --tumour-threshold 0.5'
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
@@ -49,7 +51,7 @@ THRESHOLD_BASES = (('budget-recipe', TUMOUR_THRESHOLDS), ('defaults', TUMOUR_THR
 def threshold_rows(base, thresholds):
     """Test-time rows on the networks of row `base`: region decoding at the usual tumour threshold
     (0.5), then at each of `thresholds`."""
-    rows = [Row(base + '-regions', '+ region decoding', '', '--decoding regions', base)]
+    rows = [Row(base + '-regions', '+ region decoding', '', REGIONS, base)]
     for threshold in thresholds:
         rows.append(Row('{}-regions-t{}'.format(base, threshold),
                         '+ region decoding, tumour where P(WT) > {}'.format(threshold), '',
@@ -58,44 +60,44 @@ def threshold_rows(base, thresholds):
 
 
 ROWS = (
-    Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, '', ''),
-    Row('budget-recipe-flip', '+ test-time flip', '', '--flip', 'budget-recipe'),
-    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', '--decoding regions --flip',
+    Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, ARGMAX, ''),
+    Row('budget-recipe-flip', '+ test-time flip', '', ARGMAX + ' --flip', 'budget-recipe'),
+    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', REGIONS + ' --flip',
         'budget-recipe'),
-    Row('budget-recipe-components', '+ drop components < 200 voxels', '', '--min-component-size 200',
+    Row('budget-recipe-components', '+ drop components < 200 voxels', '', ARGMAX + ' --min-component-size 200',
         'budget-recipe'),
     *threshold_rows('budget-recipe', TUMOUR_THRESHOLDS),
-    Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', '', ''),
+    Row('width-half', 'budget recipe at width 0.5', BUDGET_RECIPE + ' --width 0.5', ARGMAX, ''),
     Row('tumour-weight-2', 'budget recipe, cross-entropy weight 2 on tumour classes',
-        BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', '', ''),
+        BUDGET_RECIPE + ' --class-weights 1,2,2,2,2', ARGMAX, ''),
     Row('paper-training', "the paper's training: crop 224, Adam 1e-4 constant, cross-entropy only",
-        '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', '', ''),
+        '--crop-size 224 --learning-rate 1e-4 --lr-decay none --dice-weight 0', ARGMAX, ''),
     Row('intensity-jitter-0.3', 'budget recipe, intensity scale and shift jitter 0.3 (from 0.1)',
-        with_jitter(0.3, 0.3), '', ''),
+        with_jitter(0.3, 0.3), ARGMAX, ''),
     Row('intensity-jitter-0.5', 'budget recipe, intensity scale and shift jitter 0.5 (from 0.1)',
-        JITTER_RECIPE, '', ''),
+        JITTER_RECIPE, ARGMAX, ''),
     *threshold_rows('intensity-jitter-0.5', TUMOUR_THRESHOLDS),
     Row('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5 trained again (training is not seeded; the CPU may differ)',
-        JITTER_RECIPE, '--decoding argmax', ''),
+        JITTER_RECIPE, ARGMAX, ''),
     *threshold_rows('intensity-jitter-0.5-repeat', LOW_TUMOUR_THRESHOLDS),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
-        with_jitter(0.7, 0.7), '', ''),
+        with_jitter(0.7, 0.7), ARGMAX, ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',
-        with_jitter(0.5, 0.1), '', ''),
+        with_jitter(0.5, 0.1), ARGMAX, ''),
     Row('dice-off', 'budget recipe without the soft Dice term (cross-entropy only)',
-        BUDGET_RECIPE + ' --dice-weight 0', '', ''),
+        BUDGET_RECIPE + ' --dice-weight 0', ARGMAX, ''),
     Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',
-        BUDGET_RECIPE + ' --tumour-fraction 0', '', ''),
-    Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', '', ''),
+        BUDGET_RECIPE + ' --tumour-fraction 0', ARGMAX, ''),
+    Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
-        '--intensity-scale 0.1 --intensity-shift 0.1', '', ''),
+        '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
     *threshold_rows('defaults', TUMOUR_THRESHOLDS),
     Row('bfloat16', 'intensity-jitter-0.5 with bfloat16 convolutions (--bfloat16 on)', JITTER_RECIPE + ' --bfloat16 on',
-        '', ''),
+        ARGMAX, ''),
     Row('jitter-0.5-ensemble-2', 'two networks with intensity jitter 0.5, 10 minutes each, probabilities averaged',
-        JITTER_RECIPE, '', '', ensemble=2),
+        JITTER_RECIPE, ARGMAX, '', ensemble=2),
     Row('validation-selected', 'budget recipe on 7 patients, best of every 100 steps on the 8th',
-        BUDGET_RECIPE + ' --validate-every-steps 100', '', '', val_patients=1),
+        BUDGET_RECIPE + ' --validate-every-steps 100', ARGMAX, '', val_patients=1),
 )
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
 SELECTIONS = tuple(('tumour threshold of {}, 0.5 to {:g}'.format(base, thresholds[-1]),

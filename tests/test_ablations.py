@@ -16,6 +16,8 @@ def test_every_test_time_row_reuses_a_trained_row():
             assert not ablations.row_named(row.trained_from).trained_from
         else:   # a trained row states its flags, so it reruns as it ran when Train.py's defaults move
             assert row.train_flags
+        # ...and every row its decoding, for Inference.py's defaults
+        assert '--decoding argmax' in row.inference_flags or '--tumour-threshold' in row.inference_flags
 
 
 def test_every_selection_names_registered_rows_of_one_network():
@@ -27,7 +29,7 @@ def test_every_selection_names_registered_rows_of_one_network():
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
-                    '--inference-flags=--decoding regions --flip',
+                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip',
                     '--trained-from', 'experiments/runs/budget-recipe']
     with pytest.raises(InputError, match='no such ablation row'):
         ablations.row_named('nonsense')

@@ -230,10 +230,21 @@ def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
     assert not (tmp_path / 'pred').exists() or os.listdir(str(tmp_path / 'pred')) == []
 
 
+@pytest.mark.parametrize('flags, decoding, threshold', [
+    ([], 'regions', Inference.TUMOUR_THRESHOLD),
+    (['--tumour-threshold', '0.5'], 'regions', 0.5),
+    (['--decoding', 'argmax'], 'argmax', 0.5),
+])
+def test_inference_decodes_regions_at_its_tumour_threshold_unless_told_otherwise(flags, decoding, threshold):
+    args = Inference.parse_args(flags)
+    assert (args.decoding, Inference.tumour_threshold(args)) == (decoding, threshold)
+
+
 def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline, tmp_path):
     paths, _ = pipeline
     code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],
-                                     '--output-dir', tmp_path / 'pred', '--tumour-threshold', '0.3'])
+                                     '--output-dir', tmp_path / 'pred', '--decoding', 'argmax',
+                                     '--tumour-threshold', '0.3'])
     assert code == 2
     assert 'needs regions decoding' in error_line(err)
     assert not (tmp_path / 'pred').exists()

@@ -28,7 +28,7 @@ CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or th
 OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
-FLIP = False               # test-time left-right flip averaging
+FLIP = True                # test-time left-right flip averaging (see docs/accuracy.md)
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
@@ -48,7 +48,9 @@ def parse_args(argv):
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
     add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')
-    add('--flip', action='store_true', default=FLIP, help='average with left-right flipped input')
+    add('--flip', nargs='?', const=True, type=cli.on_off, default=FLIP,
+        help='average with the left-right flipped input (on/off; --flip alone: on; default {})'.format(
+            'on' if FLIP else 'off'))
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
     add('--tumour-threshold', type=float, default=None,

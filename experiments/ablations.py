@@ -36,8 +36,18 @@ def with_jitter(scale, shift):
 
 
 JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults since the intensity-jitter-0.5 row
-ARGMAX = '--decoding argmax'            # Inference.py's default until the tumour-threshold rows
-REGIONS = '--decoding regions --tumour-threshold 0.5'
+
+
+def test_time(threshold=None, flip=False):
+    """Inference.py flags stating a row's decoding and flip, so the row does not depend on
+    Inference.py's defaults: argmax when `threshold` is None, else region decoding with tumour
+    where P(WT) > threshold."""
+    decoding = '--decoding argmax' if threshold is None else '--decoding regions --tumour-threshold {:g}'.format(threshold)
+    return decoding + ' --flip ' + ('on' if flip else 'off')
+
+
+ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
+REGIONS = test_time(0.5)
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
@@ -45,7 +55,7 @@ TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
 LOW_TUMOUR_THRESHOLDS = TUMOUR_THRESHOLDS + (0.15, 0.1)   # the grid below 0.2, for networks trained since
 # Trained rows whose networks get threshold rows, and the tumour thresholds each is decoded at.
 THRESHOLD_BASES = (('budget-recipe', TUMOUR_THRESHOLDS), ('defaults', TUMOUR_THRESHOLDS),
-                   ('intensity-jitter-0.5', TUMOUR_THRESHOLDS), ('intensity-jitter-0.5-repeat', LOW_TUMOUR_THRESHOLDS))
+                   ('intensity-jitter-0.5', TUMOUR_THRESHOLDS), ('defaults-2', LOW_TUMOUR_THRESHOLDS))
 
 
 def threshold_rows(base, thresholds):
@@ -55,14 +65,14 @@ def threshold_rows(base, thresholds):
     for threshold in thresholds:
         rows.append(Row('{}-regions-t{}'.format(base, threshold),
                         '+ region decoding, tumour where P(WT) > {}'.format(threshold), '',
-                        '--decoding regions --tumour-threshold {}'.format(threshold), base))
+                        test_time(threshold), base))
     return rows
 
 
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, ARGMAX, ''),
-    Row('budget-recipe-flip', '+ test-time flip', '', ARGMAX + ' --flip', 'budget-recipe'),
-    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', REGIONS + ' --flip',
+    Row('budget-recipe-flip', '+ test-time flip', '', test_time(flip=True), 'budget-recipe'),
+    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', test_time(0.5, flip=True),
         'budget-recipe'),
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', ARGMAX + ' --min-component-size 200',
         'budget-recipe'),
@@ -79,7 +89,17 @@ ROWS = (
     *threshold_rows('intensity-jitter-0.5', TUMOUR_THRESHOLDS),
     Row('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5 trained again (training is not seeded; the CPU may differ)',
         JITTER_RECIPE, ARGMAX, ''),
-    *threshold_rows('intensity-jitter-0.5-repeat', LOW_TUMOUR_THRESHOLDS),
+    Row('intensity-jitter-0.5-rerun', 'intensity-jitter-0.5 trained a third time, on an AVX-512 CPU like the first',
+        JITTER_RECIPE, ARGMAX, ''),
+    Row('defaults-2', "Train.py's defaults (jitter 0.5) trained once more, its networks kept for the test-time rows; argmax",
+        JITTER_RECIPE, ARGMAX, ''),
+    *threshold_rows('defaults-2', LOW_TUMOUR_THRESHOLDS),
+    Row('defaults-2-regions-t0.2-flip', '+ region decoding, tumour where P(WT) > 0.2, test-time flip',
+        '', test_time(0.2, flip=True), 'defaults-2'),
+    Row('spatial-jitter-strong', "Train.py's defaults with rotations of ±20° (from 10) and scaling by 1 ± 0.2 (from 0.1); "
+        "Inference.py's defaults (regions, threshold 0.2, flip)",
+        JITTER_RECIPE + ' --rotate-degrees 20 --scale-range 0.2', test_time(0.2, flip=True), ''),
+    Row('spatial-jitter-strong-argmax', '+ argmax, no flip', '', ARGMAX, 'spatial-jitter-strong'),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
         with_jitter(0.7, 0.7), ARGMAX, ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',
@@ -109,7 +129,11 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('intensity-jitter-0.5', 'defaults'), ('intensity-jitter-0.5', 'intensity-jitter-0.3'),
           ('intensity-jitter-0.7', 'intensity-jitter-0.5'), ('intensity-scale-0.5', 'intensity-jitter-0.5'),
           ('jitter-0.5-ensemble-2', 'intensity-jitter-0.5'), ('bfloat16', 'intensity-jitter-0.5'),
-          ('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5'))
+          ('intensity-jitter-0.5-repeat', 'intensity-jitter-0.5'), ('intensity-jitter-0.5-rerun', 'intensity-jitter-0.5'),
+          ('intensity-jitter-0.5-regions-t0.2', 'intensity-jitter-0.5'),
+          ('defaults-2', 'intensity-jitter-0.5'), ('defaults-2-regions-t0.2', 'defaults-2'),
+          ('defaults-2-regions-t0.2-flip', 'defaults-2-regions-t0.2'),
+          ('spatial-jitter-strong', 'defaults-2-regions-t0.2-flip'), ('spatial-jitter-strong-argmax', 'defaults-2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

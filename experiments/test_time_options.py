@@ -34,9 +34,9 @@ def parse_args(argv):
 def variants(min_component_size):
     """(name, Inference.py flags) of every on/off combination."""
     components = ['--min-component-size', str(min_component_size)]
-    return [('plain', []), ('flip', ['--flip']),
-            ('components >= {}'.format(min_component_size), components),
-            ('flip + components', ['--flip'] + components)]
+    return [('plain', ['--flip', 'off']), ('flip', ['--flip', 'on']),
+            ('components >= {}'.format(min_component_size), ['--flip', 'off'] + components),
+            ('flip + components', ['--flip', 'on'] + components)]
 
 
 def main(argv=None):

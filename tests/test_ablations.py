@@ -29,7 +29,7 @@ def test_every_selection_names_registered_rows_of_one_network():
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
-                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip',
+                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip on',
                     '--trained-from', 'experiments/runs/budget-recipe']
     with pytest.raises(InputError, match='no such ablation row'):
         ablations.row_named('nonsense')

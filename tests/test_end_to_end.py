@@ -240,6 +240,12 @@ def test_inference_decodes_regions_at_its_tumour_threshold_unless_told_otherwise
     assert (args.decoding, Inference.tumour_threshold(args)) == (decoding, threshold)
 
 
+@pytest.mark.parametrize('flags, flip', [([], True), (['--flip'], True), (['--flip', 'off'], False),
+                                         (['--flip', 'on'], True)])
+def test_inference_flips_unless_told_off_and_a_bare_flip_still_means_on(flags, flip):
+    assert Inference.parse_args(flags).flip is flip
+
+
 def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline, tmp_path):
     paths, _ = pipeline
     code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],

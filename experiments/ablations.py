@@ -48,6 +48,7 @@ def test_time(threshold=None, flip=False):
 
 ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
 REGIONS = test_time(0.5)
+DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults since row defaults-2
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
                              defaults=(0, 1))
@@ -95,19 +96,21 @@ ROWS = (
         JITTER_RECIPE, ARGMAX, ''),
     *threshold_rows('defaults-2', LOW_TUMOUR_THRESHOLDS),
     Row('defaults-2-regions-t0.2-flip', '+ region decoding, tumour where P(WT) > 0.2, test-time flip',
-        '', test_time(0.2, flip=True), 'defaults-2'),
+        '', DEFAULT_TEST_TIME, 'defaults-2'),
     Row('spatial-jitter-strong', "Train.py's defaults with rotations of ±20° (from 10) and scaling by 1 ± 0.2 (from 0.1); "
         "Inference.py's defaults (regions, threshold 0.2, flip)",
-        JITTER_RECIPE + ' --rotate-degrees 20 --scale-range 0.2', test_time(0.2, flip=True), ''),
+        JITTER_RECIPE + ' --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('spatial-jitter-strong-argmax', '+ argmax, no flip', '', ARGMAX, 'spatial-jitter-strong'),
     Row('intensity-jitter-0.7', 'budget recipe, intensity scale and shift jitter 0.7 (from 0.1)',
         with_jitter(0.7, 0.7), ARGMAX, ''),
     Row('intensity-scale-0.5', 'budget recipe, intensity scale jitter 0.5, shift jitter 0.1 (as before)',
         with_jitter(0.5, 0.1), ARGMAX, ''),
-    Row('dice-off', 'budget recipe without the soft Dice term (cross-entropy only)',
-        BUDGET_RECIPE + ' --dice-weight 0', ARGMAX, ''),
-    Row('natural-sampling', 'budget recipe, tumour slices at their natural share (no oversampling)',
-        BUDGET_RECIPE + ' --tumour-fraction 0', ARGMAX, ''),
+    Row('dice-off', "Train.py's defaults without the soft Dice term (cross-entropy only); Inference.py's defaults",
+        JITTER_RECIPE + ' --dice-weight 0', DEFAULT_TEST_TIME, ''),
+    Row('dice-off-argmax', '+ argmax, no flip', '', ARGMAX, 'dice-off'),
+    Row('natural-sampling', "Train.py's defaults with tumour slices at their natural share (no oversampling); "
+        "Inference.py's defaults", JITTER_RECIPE + ' --tumour-fraction 0', DEFAULT_TEST_TIME, ''),
+    Row('natural-sampling-argmax', '+ argmax, no flip', '', ARGMAX, 'natural-sampling'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -133,7 +136,9 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('intensity-jitter-0.5-regions-t0.2', 'intensity-jitter-0.5'),
           ('defaults-2', 'intensity-jitter-0.5'), ('defaults-2-regions-t0.2', 'defaults-2'),
           ('defaults-2-regions-t0.2-flip', 'defaults-2-regions-t0.2'),
-          ('spatial-jitter-strong', 'defaults-2-regions-t0.2-flip'), ('spatial-jitter-strong-argmax', 'defaults-2'))
+          ('spatial-jitter-strong', 'defaults-2-regions-t0.2-flip'), ('spatial-jitter-strong-argmax', 'defaults-2'),
+          ('dice-off', 'defaults-2-regions-t0.2-flip'), ('dice-off-argmax', 'defaults-2'),
+          ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

@@ -56,6 +56,7 @@ SUMMARY_EVERY_STEPS = 100
 VALIDATE_EVERY_STEPS = 2000
 TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much training time
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
+SEED = 0                          # initial weights and slice stream; same seed, same batches
 BFLOAT16 = False                  # bfloat16 convolutions on CPUs that have them (float32 variables)
 
 
@@ -96,6 +97,8 @@ def parse_args(argv):
     add('--time-budget-minutes', type=float, default=TIME_BUDGET_MINUTES,
         help='stop and save after this many minutes of training (0: no limit)')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
+    add('--seed', type=int, default=SEED,
+        help='non-negative; fixes the initial weights and the order and augmentation of the slices')
     add('--bfloat16', type=cli.on_off, default=BFLOAT16,
         help='mixed precision: bfloat16 convolutions on the CPU (on/off; fast with AVX512-BF16 or AMX)')
     return parser.parse_args(argv)
@@ -161,6 +164,8 @@ def main(argv=None):
         raise InputError('--crop-size {} is not a multiple of 32'.format(args.crop_size))
     if not 0.0 <= args.tumour_fraction <= 1.0:
         raise InputError('--tumour-fraction {} is not between 0 and 1'.format(args.tumour_fraction))
+    if args.seed < 0:
+        raise InputError('--seed {} is negative'.format(args.seed))
     if args.bfloat16 and not cpu_has_bfloat16():
         raise InputError('--bfloat16 on needs a CPU with AVX512-BF16 or AMX-BF16; this one has {}'.format(
             ' '.join(vector_extensions()) or 'neither'))
@@ -176,7 +181,7 @@ def main(argv=None):
     try:
         step = train(paths, sidecar, config, augment, losses, schedule, args.batch_size, args.ckpt_dir,
                      args.log_dir or os.path.join(args.ckpt_dir, 'logs'), val_patients,
-                     args.gpu_memory_fraction, args.bfloat16)
+                     args.gpu_memory_fraction, args.bfloat16, args.seed)
     except TrainingError as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from model.lists import write_patient_list  # noqa: E402
 
 SHAPE = (24, 96, 96)
 FRAME = SHAPE[1]
+ZERO_SEED = (0, 0)   # a seed for calls whose randomness does not matter
 ALL_OFF = dict(flip=False, rotate_degrees=0.0, scale_range=0.0, intensity_scale=0.0,
                intensity_shift=0.0)
 
@@ -39,13 +40,13 @@ def tracer_image(label):
                      (label == 4).astype(np.float32)], axis=-1)
 
 
-def samples(function, arrays, count, seed=0):
-    """Run `function(*tensors)` `count` times in one seeded graph; returns the list of results."""
+def samples(function, arrays, count):
+    """`function(*tensors, seed)` for the seeds [0, 0] .. [0, count - 1]; returns the list of results."""
     with tf.Graph().as_default():
-        tf.set_random_seed(seed)
-        outputs = function(*[tf.constant(array) for array in arrays])
+        seed = tf.placeholder(tf.int64, [2])
+        outputs = function(*[tf.constant(array) for array in arrays], seed)
         with tf.Session() as session:
-            return [session.run(outputs) for _ in range(count)]
+            return [session.run(outputs, {seed: [0, index]}) for index in range(count)]
 
 
 def centroid(weights):
@@ -54,10 +55,9 @@ def centroid(weights):
     return np.array([(rows * weights).sum() / total, (cols * weights).sum() / total])
 
 
-def run_dataset(dataset, count, seed=0):
-    """The first `count` elements of a dataset, built in a seeded graph."""
+def run_dataset(dataset, count):
+    """The first `count` elements of a dataset, built in a new graph."""
     with tf.Graph().as_default():
-        tf.set_random_seed(seed)
         next_element = tf.data.make_one_shot_iterator(dataset()).get_next()
         with tf.Session() as session:
             return [session.run(next_element) for _ in range(count)]
@@ -67,8 +67,8 @@ def run_dataset(dataset, count, seed=0):
 
 
 GEOMETRIC = {
-    'rotate_and_scale': lambda image, label: pipeline.rotate_and_scale(image, label, 30.0, 0.2),
-    'random_crop': lambda image, label: pipeline.random_crop(image, label, 40),
+    'rotate_and_scale': lambda image, label, seed: pipeline.rotate_and_scale(image, label, 30.0, 0.2, seed),
+    'random_crop': lambda image, label, seed: pipeline.random_crop(image, label, 40, seed),
     'random_flip': pipeline.random_flip,
 }
 
@@ -118,7 +118,7 @@ def test_random_crop_has_the_configured_static_size():
     with tf.Graph().as_default():
         image = tf.placeholder(tf.float32, [None, None, 4])
         label = tf.placeholder(tf.int32, [None, None])
-        crop, cropped = pipeline.random_crop(image, label, 32)
+        crop, cropped = pipeline.random_crop(image, label, 32, ZERO_SEED)
         assert crop.shape.as_list() == [32, 32, 4]
         assert cropped.shape.as_list() == [32, 32] and cropped.dtype == tf.int32
 
@@ -147,7 +147,7 @@ def test_jitter_intensity_keeps_background_zero_and_scales_each_channel():
     background = ~np.any(image != 0, axis=-1)
     brain = ~background
     seen = []
-    for jittered in samples(lambda x: pipeline.jitter_intensity(x, 0.2, 0.3), [image], 6):
+    for jittered in samples(lambda x, seed: pipeline.jitter_intensity(x, 0.2, 0.3, seed), [image], 6):
         assert np.all(jittered[background] == 0.0)
         for channel in range(4):
             x, y = image[brain][:, channel], jittered[brain][:, channel]
@@ -160,7 +160,7 @@ def test_jitter_intensity_keeps_background_zero_and_scales_each_channel():
 
 def test_jitter_is_off_when_its_ranges_are_zero():
     image = tracer_image(block_labels(32))
-    (jittered,) = samples(lambda x: pipeline.jitter_intensity(x, 0.0, 0.0), [image], 1)
+    (jittered,) = samples(lambda x, seed: pipeline.jitter_intensity(x, 0.0, 0.0, seed), [image], 1)
     np.testing.assert_array_equal(jittered, image)
 
 
@@ -209,7 +209,7 @@ def parsed(paths):
     def dataset():
         examples = tf.data.TFRecordDataset(paths, compression_type=records.COMPRESSION).map(
             records.parse_example)
-        return examples.map(lambda example: (example, pipeline.augment(example, config)))
+        return examples.map(lambda example: (example, pipeline.augment(example, config, ZERO_SEED)))
 
     found = []
     with tf.Graph().as_default():
@@ -267,3 +267,26 @@ def test_all_augmentations_off_give_parse_example_images(shards):
         for image, label in zip(images, labels):
             assert image.tobytes() in by_image, 'batch image is not a parsed record image'
             np.testing.assert_array_equal(label, by_image[image.tobytes()])
+
+
+def test_the_seed_fixes_the_batches_and_another_seed_changes_them(shards):
+    paths, sidecar = shards
+    config = pipeline.AugmentConfig(crop_size=64, shuffle_buffer=16)
+
+    def batches(seed):
+        return run_dataset(lambda: pipeline.training_dataset(paths, sidecar, 2, config, seed), 6)
+
+    first, again, other = batches(3), batches(3), batches(4)
+    for (images, labels), (images_again, labels_again) in zip(first, again):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(labels, labels_again)
+    assert any(not np.array_equal(images, other_images) for (images, _), (other_images, _) in zip(first, other))
+
+
+def test_one_seed_gives_every_slice_its_own_augmentation():
+    label = block_labels()
+    image = tracer_image(label)
+    config = pipeline.AugmentConfig(crop_size=40)
+    crops = samples(lambda image, label, seed: pipeline.augment({'image': image, 'label': label}, config, seed),
+                    [image, label], 6)
+    assert len({crop.tobytes() for crop, _ in crops}) == 6

@@ -16,7 +16,7 @@ tf.disable_v2_behavior()
 
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Train  # noqa: E402
-from model import checkpoints, phantom  # noqa: E402
+from model import checkpoints, phantom, training  # noqa: E402
 from model.brats import find_patients  # noqa: E402
 from model.cpu import cpu_has_bfloat16  # noqa: E402
 from model.dcr import NetworkConfig, build_network  # noqa: E402
@@ -276,3 +276,36 @@ def test_inference_ensemble_of_a_network_with_itself_matches_the_network(data, f
         outputs[name] = [read_volume(os.path.join(output, file))[0] for file in sorted(os.listdir(output))]
     assert len(outputs['single']) == 1
     np.testing.assert_array_equal(outputs['single'][0], outputs['ensemble'][0])
+
+
+def trained_weights(data, ckpt_dir, seed):
+    """Every variable after one step from scratch with --seed `seed`."""
+    code, out, err = train(data, ckpt_dir, '--num-steps', '1', '--seed', str(seed), *TINY_RUN)
+    assert code == 0, err
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpt_dir)))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if name != 'train_seconds'}
+
+
+def test_the_seed_fixes_the_initial_weights_and_batches(data, tmp_path):
+    first = trained_weights(data, tmp_path / 'first', 5)
+    again = trained_weights(data, tmp_path / 'again', 5)
+    other = trained_weights(data, tmp_path / 'other', 6)
+    kernels = [name for name in first if name.endswith('weights') and 'Adam' not in name]
+    assert kernels
+    for name in first:
+        np.testing.assert_allclose(again[name], first[name], atol=1e-5, err_msg=name)
+    assert all(not np.allclose(other[name], first[name], atol=1e-5) for name in kernels)
+
+
+def test_a_resumed_run_draws_a_stream_of_its_own(first_run, tmp_path):
+    fresh = str(tmp_path / 'fresh')
+    assert training.run_seed(0, fresh) == training.run_seed(0, fresh) != training.run_seed(1, fresh)
+    assert training.run_seed(0, first_run['ckpt']) != training.run_seed(0, fresh)
+
+
+def test_a_negative_seed_is_refused(data, tmp_path):
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', '--seed', '-1', *TINY_RUN)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--seed -1 is negative' in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))

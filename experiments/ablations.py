@@ -56,7 +56,8 @@ TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
 LOW_TUMOUR_THRESHOLDS = TUMOUR_THRESHOLDS + (0.15, 0.1)   # the grid below 0.2, for networks trained since
 # Trained rows whose networks get threshold rows, and the tumour thresholds each is decoded at.
 THRESHOLD_BASES = (('budget-recipe', TUMOUR_THRESHOLDS), ('defaults', TUMOUR_THRESHOLDS),
-                   ('intensity-jitter-0.5', TUMOUR_THRESHOLDS), ('defaults-2', LOW_TUMOUR_THRESHOLDS))
+                   ('intensity-jitter-0.5', TUMOUR_THRESHOLDS), ('defaults-2', LOW_TUMOUR_THRESHOLDS),
+                   ('dice-off', LOW_TUMOUR_THRESHOLDS))
 
 
 def threshold_rows(base, thresholds):
@@ -108,6 +109,7 @@ ROWS = (
     Row('dice-off', "Train.py's defaults without the soft Dice term (cross-entropy only); Inference.py's defaults",
         JITTER_RECIPE + ' --dice-weight 0', DEFAULT_TEST_TIME, ''),
     Row('dice-off-argmax', '+ argmax, no flip', '', ARGMAX, 'dice-off'),
+    *threshold_rows('dice-off', LOW_TUMOUR_THRESHOLDS),
     Row('natural-sampling', "Train.py's defaults with tumour slices at their natural share (no oversampling); "
         "Inference.py's defaults", JITTER_RECIPE + ' --tumour-fraction 0', DEFAULT_TEST_TIME, ''),
     Row('natural-sampling-argmax', '+ argmax, no flip', '', ARGMAX, 'natural-sampling'),
@@ -138,6 +140,7 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('defaults-2-regions-t0.2-flip', 'defaults-2-regions-t0.2'),
           ('spatial-jitter-strong', 'defaults-2-regions-t0.2-flip'), ('spatial-jitter-strong-argmax', 'defaults-2'),
           ('dice-off', 'defaults-2-regions-t0.2-flip'), ('dice-off-argmax', 'defaults-2'),
+          ('dice-off-regions-t0.2', 'dice-off-argmax'),
           ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

@@ -102,7 +102,7 @@ def _measuring_train(mode, steps, warmup, report):
     """A stand-in for model.training.train with the same signature, that times steps."""
     def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
                         batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0,
-                        bfloat16=False):
+                        bfloat16=False, seed=0):
         import numpy as np
         import tensorflow.compat.v1 as tf
         from model.input import training_dataset
@@ -111,7 +111,7 @@ def _measuring_train(mode, steps, warmup, report):
 
         def pipeline_batch():
             return tf.data.make_one_shot_iterator(
-                training_dataset(shard_paths, sidecar, batch_size, augment_config)).get_next()
+                training_dataset(shard_paths, sidecar, batch_size, augment_config, seed)).get_next()
 
         if mode == 'input':
             return _time_input(pipeline_batch, session_config(gpu_memory_fraction), sidecar, report)

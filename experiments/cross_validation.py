@@ -37,7 +37,7 @@ import Train  # noqa: E402
 import create_pascal_tf_record  # noqa: E402
 import readfile  # noqa: E402
 from bench.common import machine  # noqa: E402
-from model import cli  # noqa: E402
+from model import checkpoints, cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
@@ -232,7 +232,7 @@ def write_json(document, path):
 def _trained(ckpt_dirs):
     """(global steps, training seconds) of the runs' latest checkpoints, summed over the runs."""
     latest = [tf.train.latest_checkpoint(ckpt_dir) for ckpt_dir in ckpt_dirs]
-    return (sum(int(path.rsplit('-', 1)[1]) for path in latest),
+    return (sum(checkpoints.step_of(path) for path in latest),
             sum(float(tf.train.load_variable(path, 'train_seconds')) for path in latest))
 
 

@@ -50,6 +50,11 @@ def read_config(ckpt_dir):
         raise InputError('{}: invalid config ({})'.format(path, error)) from None
 
 
+def step_of(checkpoint):
+    """The global step in a checkpoint path (CKPT/model.ckpt-<step>)."""
+    return int(checkpoint.rsplit('-', 1)[1])
+
+
 def find_checkpoint(ckpt_dir, checkpoint=None):
     """The checkpoint to use: `checkpoint` if given, else CKPT/best/'s, else CKPT's latest.
 

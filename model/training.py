@@ -313,7 +313,7 @@ def run_seed(seed, ckpt_dir):
     """The seed of this run's graph and slice stream: `seed` mixed with the step CKPT resumes
     from, so that a resumed run does not replay the slices and augmentations it has seen."""
     latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-    start_step = int(latest.rsplit('-', 1)[1]) if latest else 0
+    start_step = checkpoints.step_of(latest) if latest else 0
     return int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0])
 
 
@@ -324,11 +324,11 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
     bfloat16: mixed-precision convolutions on the CPU (see model.predict.session_config).
     seed: a non-negative int fixing the initial weights and the slice stream (see run_seed).
     """
-    seed = run_seed(seed, ckpt_dir)
+    stream_seed = run_seed(seed, ckpt_dir)
     with tf.Graph().as_default():
-        tf.set_random_seed(seed)
+        tf.set_random_seed(stream_seed)
         batch = tf.data.make_one_shot_iterator(
-            training_dataset(shard_paths, sidecar, batch_size, augment_config, seed)).get_next()
+            training_dataset(shard_paths, sidecar, batch_size, augment_config, stream_seed)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
         predictor = Predictor(network_config, batch_size=batch_size)
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)

@@ -129,14 +129,18 @@ def validation_patients(val_list):
     return read_patient_list(val_list, require_labels=True) if val_list else []
 
 
-def check_resume(ckpt_dir, config, crop_size):
-    """Refuse to continue a run in CKPT whose network differs from the requested one."""
+def check_resume(ckpt_dir, config, crop_size, normalization):
+    """Refuse to continue a run in CKPT whose network or input normalisation differs from the
+    requested one."""
     if not os.path.exists(checkpoints.config_path(ckpt_dir)):
         return
     stored, stored_crop, _ = checkpoints.read_config(ckpt_dir)
     if stored != config or stored_crop != crop_size:
         raise InputError('{}: holds a run with another network configuration ({}); use another '
                          '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir), stored.to_dict()))
+    if checkpoints.read_normalization(ckpt_dir) != normalization:
+        raise InputError('{}: holds a run trained on records of another intensity normalisation; use another '
+                         '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir)))
 
 
 def training_settings(args):
@@ -173,8 +177,8 @@ def main(argv=None):
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)
     val_patients = validation_patients(args.val_list)
-    check_resume(args.ckpt_dir, config, args.crop_size)
-    checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args))
+    check_resume(args.ckpt_dir, config, args.crop_size, sidecar['normalization'])
+    checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args), sidecar['normalization'])
     augment, losses, schedule = training_settings(args)
     print('training on {} slices of {} patients; validating on {} patients'.format(
         sidecar['num_examples'], sidecar['num_patients'], len(val_patients)))

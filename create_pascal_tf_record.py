@@ -2,6 +2,8 @@
 
 Each slice becomes one tf.train.Example (schema in model/records.py): the four modalities as
 raw int16, the label, and the volume's intensity statistics for normalisation at read time.
+With --normalization histogram, the intensities are first standardised onto a scale learned
+from the list's patients; Train.py passes that scale on to Inference.py through the checkpoint.
 Outputs: RECORDS/<list-name>-<k>-of-<n>.tfrecord and the sidecar RECORDS/<list-name>.json.
 Only labelled lists are converted; Inference.py reads test volumes directly.
 """
@@ -11,12 +13,14 @@ import sys
 from model import cli
 from model.conversion import convert
 from model.lists import read_patient_list
+from model.normalization import METHODS
 
 LIST = 'data/lists/train.txt'
 OUTPUT_DIR = 'data/records'
 WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 NUM_SHARDS = 0
 KEEP_EMPTY_SLICES = False
+NORMALIZATION = 'zscore'          # or 'histogram' (see model/normalization.py)
 
 
 def parse_args(argv):
@@ -28,6 +32,8 @@ def parse_args(argv):
                         help='number of shards; 0 for one shard per patient')
     parser.add_argument('--keep-empty-slices', action='store_true', default=KEEP_EMPTY_SLICES,
                         help='also keep slices that hold no brain voxel')
+    parser.add_argument('--normalization', choices=METHODS, default=NORMALIZATION,
+                        help='z-score each volume, or histogram-standardise it first')
     return parser.parse_args(argv)
 
 
@@ -36,7 +42,8 @@ def main(argv=None):
     args = parse_args(argv)
     patients = read_patient_list(args.list, require_labels=True)
     sidecar = convert(patients, args.list, args.output_dir, args.workers,
-                      num_shards=args.num_shards, keep_empty_slices=args.keep_empty_slices)
+                      num_shards=args.num_shards, keep_empty_slices=args.keep_empty_slices,
+                      normalization=args.normalization)
     print('wrote {} slices ({} with tumour) of {} patients into {} shards in {}'.format(
         sidecar['num_examples'], sidecar['num_tumour_examples'], sidecar['num_patients'],
         len(sidecar['shards']), args.output_dir))

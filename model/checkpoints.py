@@ -1,5 +1,5 @@
-"""Checkpoint folders: config.json (everything needed to rebuild the graph), checkpoint
-lookup (CKPT/best/ first, then the latest), and restore with a check that the checkpoint
+"""Checkpoint folders: config.json (everything needed to rebuild the graph and prepare its
+input), checkpoint lookup (CKPT/best/ first, then the latest), and restore with a check that the checkpoint
 matches the graph."""
 import json
 import os
@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 from model.atomic import atomic_output
 from model.dcr import NetworkConfig
 from model.errors import InputError
+from model.normalization import ZSCORE, check_normalization
 
 CONFIG_NAME = 'config.json'
 BEST_DIR = 'best'
@@ -20,14 +21,34 @@ def config_path(ckpt_dir):
     return os.path.join(ckpt_dir, CONFIG_NAME)
 
 
-def write_config(ckpt_dir, network_config, crop_size, training_settings):
-    """Write config.json atomically: the network config, crop size and training settings."""
+def write_config(ckpt_dir, network_config, crop_size, training_settings, normalization=ZSCORE):
+    """Write config.json atomically: the network config, crop size, training settings and the
+    intensity normalisation of the training records."""
     os.makedirs(ckpt_dir, exist_ok=True)
     document = {'network': network_config.to_dict(), 'crop_size': crop_size,
-                'training': training_settings}
+                'training': training_settings, 'normalization': normalization}
     with atomic_output(config_path(ckpt_dir)) as temporary:
         with open(temporary, 'w') as stream:
             json.dump(document, stream, indent=1, sort_keys=True)
+
+
+def _read_document(ckpt_dir):
+    """config.json as a dict; InputError when the folder or file is missing or not JSON."""
+    path = config_path(ckpt_dir)
+    if not os.path.isdir(ckpt_dir):
+        raise InputError('{}: checkpoint folder does not exist'.format(ckpt_dir))
+    try:
+        with open(path) as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        raise InputError('{}: missing; is {} a folder written by Train.py?'.format(path, ckpt_dir)) from None
+    except ValueError as error:
+        raise InputError('{}: invalid config ({})'.format(path, error)) from None
+
+
+def read_normalization(ckpt_dir):
+    """The intensity normalisation in CKPT/config.json (z-score for runs from before it was kept)."""
+    return check_normalization(_read_document(ckpt_dir).get('normalization', ZSCORE), config_path(ckpt_dir))
 
 
 def read_config(ckpt_dir):
@@ -36,18 +57,12 @@ def read_config(ckpt_dir):
     Raises:
       InputError: folder or file missing, invalid JSON, or an invalid network config.
     """
-    path = config_path(ckpt_dir)
-    if not os.path.isdir(ckpt_dir):
-        raise InputError('{}: checkpoint folder does not exist'.format(ckpt_dir))
+    document = _read_document(ckpt_dir)
     try:
-        with open(path) as stream:
-            document = json.load(stream)
         return (NetworkConfig.from_dict(document['network']), int(document['crop_size']),
                 document.get('training', {}))
-    except FileNotFoundError:
-        raise InputError('{}: missing; is {} a folder written by Train.py?'.format(path, ckpt_dir)) from None
     except (ValueError, KeyError, TypeError) as error:
-        raise InputError('{}: invalid config ({})'.format(path, error)) from None
+        raise InputError('{}: invalid config ({})'.format(config_path(ckpt_dir), error)) from None
 
 
 def step_of(checkpoint):

@@ -1,7 +1,8 @@
 """Patients to sharded TFRecords, in parallel worker processes, written atomically.
 
 Patients are dealt round-robin into shards; each shard is written by one worker under a
-temporary name and renamed when complete, so a reader never sees a partial shard. The JSON
+temporary name and renamed when complete, so a reader never sees a partial shard. A
+histogram normalisation is learned from the patients first, in a pass of its own. The JSON
 sidecar is written last; shards of an earlier run that the new run does not produce are
 removed after it.
 """
@@ -18,19 +19,21 @@ from model import records
 from model.atomic import atomic_output, partial_glob
 from model.brats import load_patient
 from model.errors import InputError
-from model.normalization import brain_mask, intensity_stats
+from model.normalization import METHODS, ZSCORE, brain_mask, intensity_stats, landmarks, learn_histogram, standardize
 
 
-def encode_patient(patient, keep_empty_slices):
+def encode_patient(patient, keep_empty_slices, normalization=ZSCORE):
     """Serialised examples of every axial slice of a labelled patient.
 
     Args:
       patient: a labelled Patient.
       keep_empty_slices: keep slices with no brain voxel (dropped otherwise).
+      normalization: the records' intensity normalisation (model.normalization).
     Returns:
       (list of serialised examples, number of them that hold tumour).
     """
     image, label, _ = load_patient(patient)
+    image = standardize(image, normalization)
     mean, std = intensity_stats(image)
     has_brain = brain_mask(image).any(axis=(1, 2))
     examples, tumour = [], 0
@@ -44,14 +47,14 @@ def encode_patient(patient, keep_empty_slices):
 
 def write_shard(task):
     """Write one shard; a worker's unit of work. Returns the shard's sidecar entry."""
-    path, patients, keep_empty_slices = task
+    path, patients, keep_empty_slices, normalization = task
     options = tf.io.TFRecordOptions(compression_type=records.COMPRESSION,
                                     compression_level=records.COMPRESSION_LEVEL)
     count = tumour = 0
     with atomic_output(path) as temporary:
         with tf.io.TFRecordWriter(temporary, options) as writer:
             for patient in patients:
-                examples, patient_tumour = encode_patient(patient, keep_empty_slices)
+                examples, patient_tumour = encode_patient(patient, keep_empty_slices, normalization)
                 for example in examples:
                     writer.write(example)
                 count += len(examples)
@@ -80,7 +83,25 @@ def _check_labelled(patients, list_path):
                          '(Inference.py reads volumes directly)'.format(list_path, unlabelled[0]))
 
 
-def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_slices=False):
+def patient_landmarks(patient):
+    """The histogram landmarks of a patient's volume; a worker's unit of work."""
+    return landmarks(load_patient(patient, with_label=False)[0])
+
+
+def learn_normalization(method, patients, workers):
+    """The intensity normalisation `method` ('zscore' or 'histogram') learned from `patients`."""
+    if method not in METHODS:
+        raise InputError('{}: no such intensity normalisation (choose from {})'.format(method, ', '.join(METHODS)))
+    if method == 'zscore':
+        return ZSCORE
+    with _pool(workers) as pool:
+        progress = tqdm(pool.imap_unordered(patient_landmarks, patients), total=len(patients),
+                        desc='histogram landmarks', unit='patient', disable=None)
+        return learn_histogram(list(progress))
+
+
+def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_slices=False,
+            normalization='zscore'):
     """Convert labelled patients into `<list-name>-<k>-of-<n>.tfrecord` shards and a sidecar.
 
     Args:
@@ -90,13 +111,16 @@ def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_s
       workers: worker processes (1 converts in this process).
       num_shards: number of shards, 0 for one per patient.
       keep_empty_slices: keep slices without brain.
+      normalization: 'zscore' (records hold raw intensities) or 'histogram' (standardised on
+        a scale learned from these patients; see model.normalization).
     Returns:
       The sidecar dict, also written to `<output_dir>/<list-name>.json`.
     """
     _check_labelled(patients, list_path)
     list_name = os.path.splitext(os.path.basename(list_path))[0]
+    normalization = learn_normalization(normalization, patients, workers)
     os.makedirs(output_dir, exist_ok=True)
-    tasks = [(path, members, keep_empty_slices)
+    tasks = [(path, members, keep_empty_slices, normalization)
              for path, members in plan_shards(patients, output_dir, list_name, num_shards)]
     shard_pattern = os.path.join(output_dir, records.shard_glob(list_name))
     sidecar_file = records.sidecar_path(output_dir, list_name)
@@ -118,6 +142,7 @@ def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_s
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'compression': records.COMPRESSION,
         'keep_empty_slices': keep_empty_slices,
+        'normalization': normalization,
         'num_patients': len(patients),
         'num_examples': sum(shard['examples'] for shard in shards),
         'num_tumour_examples': sum(shard['tumour_examples'] for shard in shards),

@@ -1,14 +1,30 @@
-"""Intensity normalisation: z-score per modality over brain voxels, clipped at +-5 sd.
+"""Intensity normalisation: z-score per modality over brain voxels, clipped at +-5 sd,
+optionally after histogram standardisation.
 
 The statistics are computed once per volume with numpy (`intensity_stats`) and stored with
 every TFRecord example; the normalisation itself (`normalize`) is one TensorFlow function used
 by both the training input pipeline and the inference graph, so the two cannot drift apart.
 Brain voxels are those where any modality is non-zero (BRATS volumes are skull-stripped).
+
+Histogram standardisation (Nyul and Udupa, 1999) first maps each volume's intensities, per
+modality and piecewise linearly, so that its brain percentiles HISTOGRAM_PERCENTILES land on a
+standard scale learned from the training volumes (`learn_histogram`). Unlike the z-score it
+is not linear in the patient's intensities, so it can change how far a tissue stands out.
+A normalisation is a JSON-ready dict: ZSCORE, or what `learn_histogram` returns. The records'
+sidecar holds the one the records were written with, and Train.py copies it into the
+checkpoint's config.json, from which Inference.py applies it (`standardize`).
 """
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from model.errors import InputError
+
 CLIP_SD = 5.0
+METHODS = ('zscore', 'histogram')
+ZSCORE = {'method': 'zscore'}
+HISTOGRAM_PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
+STANDARD_RANGE = (100.0, 10000.0)   # where the first and last percentiles go while learning the scale
+INT16_MAX = np.iinfo(np.int16).max
 
 
 def brain_mask(image):
@@ -45,3 +61,65 @@ def normalize(raw, mean, std):
     brain = tf.cast(tf.reduce_any(tf.not_equal(raw, 0.0), axis=-1, keepdims=True), tf.float32)
     scored = tf.clip_by_value((raw - mean) / std, -CLIP_SD, CLIP_SD)
     return scored * brain
+
+
+def landmarks(image):
+    """Brain percentiles HISTOGRAM_PERCENTILES of each channel: float64 [channels, percentiles],
+    strictly increasing along the percentiles (ties are nudged apart)."""
+    mask = brain_mask(image)
+    voxels = image[mask] if mask.any() else image.reshape(-1, image.shape[-1])
+    values = np.percentile(voxels.astype(np.float64), HISTOGRAM_PERCENTILES, axis=0).T
+    steps = np.diff(values, axis=1, prepend=values[:, :1] - 1.0)
+    return values[:, :1] - 1.0 + np.cumsum(np.maximum(steps, 1e-3), axis=1)
+
+
+def learn_histogram(landmark_sets):
+    """The histogram normalisation learned from training volumes' `landmarks`: each volume's
+    landmarks mapped linearly so the first and last fall on STANDARD_RANGE, then averaged."""
+    low, high = STANDARD_RANGE
+    scaled = [low + (marks - marks[:, :1]) * (high - low) / (marks[:, -1:] - marks[:, :1])
+              for marks in landmark_sets]
+    return {'method': 'histogram', 'percentiles': list(HISTOGRAM_PERCENTILES),
+            'standard': np.mean(scaled, axis=0).round(3).tolist()}
+
+
+def check_normalization(normalization, source):
+    """Return `normalization` if it is ZSCORE or a histogram normalisation for 4 channels over
+    HISTOGRAM_PERCENTILES; otherwise raise InputError naming `source`."""
+    try:
+        if normalization == ZSCORE:
+            return normalization
+        standard = np.asarray(normalization['standard'], np.float64)
+        valid = (normalization['method'] == 'histogram'
+                 and tuple(normalization['percentiles']) == HISTOGRAM_PERCENTILES
+                 and standard.shape == (4, len(HISTOGRAM_PERCENTILES)) and (np.diff(standard, axis=1) > 0).all())
+    except (KeyError, TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError('{}: invalid intensity normalisation {}'.format(source, normalization))
+    return normalization
+
+
+def _piecewise_linear(values, source, target):
+    """Map values through the increasing points source -> target, extending the end segments."""
+    mapped = np.interp(values, source, target)
+    first_slope = (target[1] - target[0]) / (source[1] - source[0])
+    last_slope = (target[-1] - target[-2]) / (source[-1] - source[-2])
+    below, above = values < source[0], values > source[-1]
+    mapped[below] = target[0] + (values[below] - source[0]) * first_slope
+    mapped[above] = target[-1] + (values[above] - source[-1]) * last_slope
+    return mapped
+
+
+def standardize(image, normalization):
+    """The int16 volume (..., channels) the z-score is taken of: `image` itself for ZSCORE;
+    for a histogram normalisation, each channel's brain voxels mapped from the volume's own
+    landmarks onto the standard scale (rounded, kept within 1..32767), the rest left zero."""
+    if normalization['method'] == 'zscore':
+        return image
+    own, brain = landmarks(image), brain_mask(image)
+    standardized = np.zeros(image.shape, np.int16)
+    for channel, target in enumerate(np.asarray(normalization['standard'], np.float64)):
+        mapped = _piecewise_linear(image[..., channel][brain].astype(np.float64), own[channel], target)
+        standardized[..., channel][brain] = np.clip(np.rint(mapped), 1, INT16_MAX).astype(np.int16)
+    return standardized

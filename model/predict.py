@@ -20,7 +20,7 @@ from model import checkpoints
 from model.dcr import OUTPUT_STRIDE, build_network
 from model.errors import InputError
 from model.losses import region_probabilities
-from model.normalization import brain_mask, intensity_stats, normalize
+from model.normalization import ZSCORE, brain_mask, intensity_stats, normalize, standardize
 
 WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
 
@@ -123,11 +123,12 @@ class Predictor:
     share the network's variables (built with is_training=False, so batch norm uses its
     moving statistics). An ensemble averages its members' softmax probabilities before
     decoding; member k's variables live under the variable scope `member<k>` (see
-    member_variables), a single network's at the top level, as in training.
+    member_variables), a single network's at the top level, as in training. Volumes are
+    standardised with `normalization`, the one the networks' training records were written with.
     """
 
     def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
-                 tumour_threshold=0.5):
+                 tumour_threshold=0.5, normalization=ZSCORE):
         """network_config: a NetworkConfig, or a list of them for an ensemble."""
         check_decoding(decoding, tumour_threshold)
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
@@ -138,6 +139,7 @@ class Predictor:
         self.decoding = decoding
         self.tumour_threshold = tumour_threshold
         self.margin = margin
+        self.normalization = normalization
         self._graphs = {}
 
     def build(self, graph):
@@ -147,8 +149,8 @@ class Predictor:
     def labels_op(self, graph, height, width):
         """(raw, mean, std placeholders, uint8 labels op) for windows of height x width.
 
-        raw takes float32 [N, height, width, 4] scanner intensities; mean and std the
-        volume's statistics from model.normalization.intensity_stats.
+        raw takes float32 [N, height, width, 4] intensities (after model.normalization.standardize);
+        mean and std their volume's statistics from model.normalization.intensity_stats.
         """
         if (height, width) not in self._graphs:
             with graph.as_default(), tf.name_scope('predict_{}x{}'.format(height, width)):
@@ -188,6 +190,8 @@ class Predictor:
     def plan(self, image):
         """How a volume is predicted: batches of brain slices, each with its own window.
 
+        Args:
+          image: the volume after model.normalization.standardize.
         Returns:
           (mean, std, batches): the volume's intensity statistics, and a list of
           (slice indices, Window) pairs. Each batch of up to batch_size consecutive brain
@@ -208,6 +212,7 @@ class Predictor:
           image: the four modalities, as from model.brats.load_patient.
           progress: optional callable(number_of_slices_done) for progress bars.
         """
+        image = standardize(image, self.normalization)
         mean, std, batches = self.plan(image)
         labels = np.zeros(image.shape[:3], np.uint8)
         for batch, window in batches:
@@ -246,7 +251,8 @@ def restored_predictor(ckpt_dirs, checkpoint=None, *, gpu_memory_fraction=0.0, *
 
     Each network is rebuilt from its CKPT/config.json and restored from CKPT/best/ or CKPT's
     latest checkpoint (see model.checkpoints.find_checkpoint), or from `checkpoint` when one
-    folder is given. Several folders make an ensemble that averages their probabilities.
+    folder is given. Several folders make an ensemble that averages their probabilities; its
+    members must share one intensity normalisation.
     predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
@@ -255,7 +261,11 @@ def restored_predictor(ckpt_dirs, checkpoint=None, *, gpu_memory_fraction=0.0, *
             len(ckpt_dirs)))
     configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
     paths = [checkpoints.find_checkpoint(ckpt_dir, checkpoint) for ckpt_dir in ckpt_dirs]
-    predictor = Predictor(configs, **predictor_options)
+    normalizations = [checkpoints.read_normalization(ckpt_dir) for ckpt_dir in ckpt_dirs]
+    if any(normalization != normalizations[0] for normalization in normalizations):
+        raise InputError('{}: networks trained on records of different intensity normalisations cannot '
+                         'form an ensemble'.format(', '.join(ckpt_dirs)))
+    predictor = Predictor(configs, normalization=normalizations[0], **predictor_options)
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
         predictor.build(graph)
         for index, path in enumerate(paths):

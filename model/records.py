@@ -3,11 +3,12 @@
 Example features (schema version 1)::
 
     image/raw        bytes   int16 little-endian, [height, width, 4], channels flair,t1,t1c,t2,
-                             raw scanner intensities (lossless)
+                             raw scanner intensities (lossless), or with a histogram
+                             normalisation in the sidecar, the standardised intensities
     image/height     int64
     image/width      int64
-    image/mean       float[4] per-volume, per-modality mean over brain voxels
-    image/std        float[4] per-volume, per-modality standard deviation over brain voxels
+    image/mean       float[4] per-volume, per-modality mean of image/raw over brain voxels
+    image/std        float[4] per-volume, per-modality standard deviation of image/raw over brain voxels
     label/raw        bytes   uint8, [height, width], BRATS labels 0-4
     slice/patient    bytes   patient id (folder name)
     slice/index      int64   axial slice index z in the volume
@@ -15,7 +16,8 @@ Example features (schema version 1)::
     schema/version   int64   SCHEMA_VERSION
 
 Files are GZIP-compressed and sharded as `<list-name>-<k>-of-<n>.tfrecord`, with a JSON
-sidecar `<list-name>.json` describing them (see `sidecar_path`). Only labelled patients are
+sidecar `<list-name>.json` describing them (see `sidecar_path`), including the intensity
+normalisation they were written with (model.normalization; z-score when absent). Only labelled patients are
 converted: the records exist for training, and Inference.py reads volumes directly.
 """
 import glob
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from model.errors import InputError
-from model.normalization import normalize
+from model.normalization import ZSCORE, check_normalization, normalize
 
 SCHEMA_VERSION = 1
 NUM_CHANNELS = 4
@@ -187,4 +189,5 @@ def read_sidecar(records_dir, list_name):
     if version != SCHEMA_VERSION:
         raise InputError('{}: records have schema version {}, this code reads version {} (rerun '
                          'create_pascal_tf_record.py)'.format(path, version, SCHEMA_VERSION))
+    sidecar['normalization'] = check_normalization(sidecar.get('normalization', ZSCORE), path)
     return sidecar

@@ -330,7 +330,7 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
         batch = tf.data.make_one_shot_iterator(
             training_dataset(shard_paths, sidecar, batch_size, augment_config, stream_seed)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
-        predictor = Predictor(network_config, batch_size=batch_size)
+        predictor = Predictor(network_config, batch_size=batch_size, normalization=sidecar['normalization'])
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)
         with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
             return trainer.run(session, batch_size)

@@ -7,6 +7,7 @@ tf.disable_v2_behavior()
 
 from model import dcr, phantom, predict  # noqa: E402  (after disable_v2_behavior)
 from model.errors import InputError  # noqa: E402
+from model import normalization  # noqa: E402
 from model.normalization import CLIP_SD  # noqa: E402
 
 TINY = dcr.NetworkConfig(width=0.125, refine_filters=8)
@@ -251,6 +252,15 @@ def test_region_decoding_finds_at_least_the_argmax_tumour(network, image):
     assert regions.shape == argmax.shape and regions.dtype == np.uint8
     assert not np.any((argmax > 0) & (regions == 0))
     assert not regions[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+def test_predict_standardises_the_volume_with_the_networks_normalisation(network, image):
+    graph, session, _ = network
+    histogram = normalization.learn_histogram([normalization.landmarks(image)])
+    standardized = normalization.standardize(image, histogram)
+    assert not np.array_equal(standardized, image)
+    labels = predict.Predictor(TINY, batch_size=4, normalization=histogram).predict(session, image)
+    np.testing.assert_array_equal(labels, predict.Predictor(TINY, batch_size=4).predict(session, standardized))
 
 
 def saved_network(ckpt_dir, seed):

@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
 
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
-from model import phantom, records  # noqa: E402
+from model import conversion, normalization, phantom, records  # noqa: E402
 from model.brats import find_patients  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.lists import write_patient_list  # noqa: E402
@@ -113,6 +113,23 @@ def test_real_case_round_trips_bit_exact(brats2018_root, tmp_path):
     assert sorted(seen) == list(range(155))
     assert sidecar['num_examples'] == 155
     assert sidecar['num_tumour_examples'] == int(np.count_nonzero(labels.any(axis=(1, 2))))
+    assert sidecar['normalization'] == normalization.ZSCORE
+
+
+def test_histogram_records_hold_the_standardised_case_and_its_scale(brats2018_root, tmp_path):
+    (patient,) = [p for p in find_patients([brats2018_root]) if p.name == REAL_CASE]
+    list_path = write_list([patient], tmp_path / 'lists' / 'train.txt')
+    assert convert(list_path, tmp_path / 'records', '--workers', 1, '--normalization', 'histogram') == 0
+
+    paths, sidecar = records.resolve_records(str(tmp_path / 'records' / 'train-*'))
+    volume = np.stack([read_volume(p) for p in patient.modality_paths], axis=-1)
+    assert sidecar['normalization'] == normalization.learn_histogram([normalization.landmarks(volume)])
+    standardized = normalization.standardize(volume, sidecar['normalization'])
+    expected = reference_normalisation(standardized)
+    for example in parsed_examples(paths):
+        z = int(example['slice'])
+        np.testing.assert_array_equal(example['raw'], standardized[z].astype(np.float32))
+        np.testing.assert_allclose(example['image'], expected[z], rtol=0, atol=1e-4)
 
 
 # ---------------------------------------------------------------- phantom data
@@ -221,6 +238,14 @@ def test_resolve_records_rejects_inconsistent_shard_sets(dataset, tmp_path):
 
     with open(sidecar_file) as stream:
         sidecar = json.load(stream)
+    written_before_normalisations = {key: value for key, value in sidecar.items() if key != 'normalization'}
+    with open(sidecar_file, 'w') as stream:
+        json.dump(written_before_normalisations, stream)
+    assert records.resolve_records(pattern)[1]['normalization'] == normalization.ZSCORE
+    with open(sidecar_file, 'w') as stream:
+        json.dump(dict(sidecar, normalization={'method': 'histogram'}), stream)
+    with pytest.raises(InputError, match='invalid intensity normalisation'):
+        records.resolve_records(pattern)
     with open(sidecar_file, 'w') as stream:
         json.dump(dict(sidecar, schema_version=records.SCHEMA_VERSION + 1), stream)
     with pytest.raises(InputError, match='schema version'):
@@ -229,6 +254,13 @@ def test_resolve_records_rejects_inconsistent_shard_sets(dataset, tmp_path):
     os.remove(sidecar_file)
     with pytest.raises(InputError, match='sidecar missing'):
         records.resolve_records(pattern)
+
+
+def test_an_unknown_normalisation_is_refused_before_anything_is_written(dataset, tmp_path):
+    with pytest.raises(InputError, match='minmax: no such intensity normalisation'):
+        conversion.convert(dataset['patients'], dataset['train'], str(tmp_path / 'records'), 1,
+                           normalization='minmax')
+    assert not (tmp_path / 'records').exists()
 
 
 def test_unlabelled_list_is_refused(dataset, tmp_path, capsys):

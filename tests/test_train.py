@@ -20,7 +20,10 @@ from model import checkpoints, phantom, training  # noqa: E402
 from model.brats import find_patients  # noqa: E402
 from model.cpu import cpu_has_bfloat16  # noqa: E402
 from model.dcr import NetworkConfig, build_network  # noqa: E402
+from model.errors import InputError  # noqa: E402
 from model.lists import write_patient_list  # noqa: E402
+from model.predict import restored_predictor  # noqa: E402
+from model.records import resolve_records  # noqa: E402
 
 SHAPE = (24, 96, 96)
 NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
@@ -309,3 +312,39 @@ def test_a_negative_seed_is_refused(data, tmp_path):
     lines = err.splitlines()
     assert len(lines) == 1 and '--seed -1 is negative' in lines[0], lines
     assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
+
+
+@pytest.fixture(scope='module')
+def histogram_run(data):
+    """One step on histogram-standardised records of the same patients, with validation."""
+    records_dir = os.path.join(data['root'], 'histogram-records')
+    assert create_pascal_tf_record.main(['--list', data['train'], '--output-dir', records_dir, '--workers', '1',
+                                         '--normalization', 'histogram']) == 0
+    histogram_data = dict(data, records=os.path.join(records_dir, 'train-*'))
+    ckpt = os.path.join(data['root'], 'histogram-run')
+    code, out, err = train(histogram_data, ckpt, '--num-steps', '1', *TINY_RUN, val_list=data['val'])
+    assert code == 0, err
+    return {'ckpt': ckpt, 'normalization': resolve_records(histogram_data['records'])[1]['normalization']}
+
+
+def test_a_histogram_run_hands_its_records_scale_to_inference(histogram_run):
+    assert histogram_run['normalization']['method'] == 'histogram'
+    assert checkpoints.read_normalization(histogram_run['ckpt']) == histogram_run['normalization']
+    with restored_predictor(histogram_run['ckpt']) as (_, predictor, _):
+        assert predictor.normalization == histogram_run['normalization']
+
+
+def test_resuming_on_records_of_another_normalisation_is_refused(data, histogram_run):
+    steps = checkpoint_steps(histogram_run['ckpt'])
+    code, out, err = train(data, histogram_run['ckpt'], '--num-steps', '2', *TINY_RUN)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and 'another intensity normalisation' in lines[0], lines
+    assert checkpoint_steps(histogram_run['ckpt']) == steps
+    assert checkpoints.read_normalization(histogram_run['ckpt']) == histogram_run['normalization']
+
+
+def test_networks_of_different_normalisations_cannot_form_an_ensemble(first_run, histogram_run):
+    with pytest.raises(InputError, match='different intensity normalisations'):
+        with restored_predictor([first_run['ckpt'], histogram_run['ckpt']]):
+            pass

@@ -50,8 +50,8 @@ ARGMAX = test_time()        # Inference.py's default until the tumour-threshold 
 REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults since row defaults-2
 
-Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble',
-                             defaults=(0, 1))
+Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
+                             'convert_flags', defaults=(0, 1, ''))
 TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
 LOW_TUMOUR_THRESHOLDS = TUMOUR_THRESHOLDS + (0.15, 0.1)   # the grid below 0.2, for networks trained since
 # Trained rows whose networks get threshold rows, and the tumour thresholds each is decoded at.
@@ -113,6 +113,13 @@ ROWS = (
     Row('natural-sampling', "Train.py's defaults with tumour slices at their natural share (no oversampling); "
         "Inference.py's defaults", JITTER_RECIPE + ' --tumour-fraction 0', DEFAULT_TEST_TIME, ''),
     Row('natural-sampling-argmax', '+ argmax, no flip', '', ARGMAX, 'natural-sampling'),
+    Row('defaults-seed-1', "Train.py's defaults trained with --seed 1 (the first seeded training); Inference.py's defaults",
+        JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, ''),
+    Row('defaults-seed-1-argmax', '+ argmax, no flip', '', ARGMAX, 'defaults-seed-1'),
+    Row('histogram-normalization', "Train.py's and Inference.py's defaults on records histogram-standardised "
+        '(create_pascal_tf_record.py --normalization histogram) before the z-score',
+        JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', convert_flags='--normalization histogram'),
+    Row('histogram-normalization-argmax', '+ argmax, no flip', '', ARGMAX, 'histogram-normalization'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -141,7 +148,9 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-jitter-strong', 'defaults-2-regions-t0.2-flip'), ('spatial-jitter-strong-argmax', 'defaults-2'),
           ('dice-off', 'defaults-2-regions-t0.2-flip'), ('dice-off-argmax', 'defaults-2'),
           ('dice-off-regions-t0.2', 'dice-off-argmax'),
-          ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'))
+          ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'),
+          ('defaults-seed-1', 'defaults-2-regions-t0.2-flip'), ('defaults-seed-1-argmax', 'defaults-2'),
+          ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
@@ -159,6 +168,8 @@ def row_named(name):
 def cross_validation_argv(row):
     """experiments/cross_validation.py arguments of a row."""
     argv = ['--work-dir', os.path.join(RUNS_DIR, row.name)]
+    if row.convert_flags:
+        argv.append('--convert-flags=' + row.convert_flags)
     if row.train_flags:
         argv.append('--train-flags=' + row.train_flags)
     if row.inference_flags:

@@ -49,6 +49,7 @@ FOLDS = 3
 SEED = 0
 BUDGET_MINUTES = 20.0
 BATCH_SIZE = 8
+CONVERT_FLAGS = ''
 TRAIN_FLAGS = ''
 INFERENCE_FLAGS = ''
 ENSEMBLE = 1                # networks per fold (each trains for budget / ENSEMBLE minutes)
@@ -70,6 +71,7 @@ def parse_args(argv):
     add('--batch-size', type=int, default=BATCH_SIZE)
     add('--ensemble', type=int, default=ENSEMBLE, help='networks trained per fold, one after another, '
         'sharing the budget; Inference.py averages their probabilities')
+    add('--convert-flags', default=CONVERT_FLAGS, help='extra create_pascal_tf_record.py flags, one string')
     add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
     add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
     add('--val-patients', type=int, default=VAL_PATIENTS,
@@ -162,8 +164,8 @@ def run_fold(index, train_patients, test_patients, args):
         ckpt_dirs, trained_on = trained_checkpoints(args.trained_from, index, test_patients)
     else:
         ckpt_dirs, trained_on = checkpoint_folders(fold_dir, args.ensemble), machine()
-        run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records],
-                   commands)
+        run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records]
+                   + shlex.split(args.convert_flags), commands)
         for ckpt in ckpt_dirs:   # the fold's budget is shared by the ensemble's members
             run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
                                '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size), '--time-budget-minutes',

@@ -31,6 +31,8 @@ def test_cross_validation_arguments_of_a_row():
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
                     '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip on',
                     '--trained-from', 'experiments/runs/budget-recipe']
+    argv = ablations.cross_validation_argv(ablations.row_named('histogram-normalization'))
+    assert argv[2] == '--convert-flags=--normalization histogram' and argv[3].startswith('--train-flags=')
     with pytest.raises(InputError, match='no such ablation row'):
         ablations.row_named('nonsense')
 

@@ -81,7 +81,8 @@ def test_validation_patients_are_seeded_hgg_cases_of_the_training_set():
 
 
 def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, capsys):
-    """The whole harness on 4 tiny phantom patients, 2 folds, 2 tiny networks per fold."""
+    """The whole harness on 4 tiny phantom patients, 2 folds, 2 tiny networks per fold, on
+    histogram-standardised records."""
     from experiments import cross_validation
     from model import phantom
     data = tmp_path / 'phantom'
@@ -90,7 +91,8 @@ def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, 
     tiny = ('--width 0.125 --refine-filters 8 --dcr-type C --dilations 6,3,2,1 --crop-size 64 '
             '--shuffle-buffer 8 --num-steps 2')
     argv = ['--data-dir', str(data), '--work-dir', str(work), '--folds', '2', '--budget-minutes', '5',
-            '--batch-size', '2', '--ensemble', '2', '--lgg', 'none', '--train-flags=' + tiny]
+            '--batch-size', '2', '--ensemble', '2', '--lgg', 'none', '--train-flags=' + tiny,
+            '--convert-flags=--normalization histogram']
     assert cross_validation.main(argv) == 0
     folds = json.loads((work / 'results.json').read_text())['folds']
     assert [len(fold['rows']) for fold in folds] == [2, 2]
@@ -100,6 +102,8 @@ def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, 
         assert fold['steps'] == 4   # 2 steps (the last --num-steps wins) for each member
         trains = [command for command in fold['commands'] if command.startswith('python Train.py')]
         assert len(trains) == 2 and all('--time-budget-minutes 2.5' in command for command in trains)
+        conversions = [command for command in fold['commands'] if command.startswith('python create_pascal')]
+        assert len(conversions) == 1 and conversions[0].endswith('--normalization histogram')
         inference = [command for command in fold['commands'] if command.startswith('python Inference.py')]
         assert inference[0].count('--ckpt-dir') == 2
     assert '**all 4 held-out**' in (work / 'results.md').read_text()

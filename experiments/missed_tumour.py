@@ -6,7 +6,9 @@ split over the true labels (necrosis/non-enhancing, oedema, enhancing), the shar
 axial slices where the network found no tumour at all (misses at the tumour's upper and lower
 ends) and the mean normalised FLAIR and T2 of the oedema it found against the oedema it missed
 (faint oedema is missed first if the network's threshold sits between them). Below the table:
-the correlation, over patients, of the share of tumour found with the oedema contrast. With
+the correlation, over patients, of the share of tumour found with the oedema contrast.
+Intensities are taken as the fold's network saw them: after the histogram standardisation of
+its training records, if it had one. With
 --baseline-run-dir (another run holding out the same patients), each patient's WT Dice gain over
 that run is added, and the mean gain of the lower- and the higher-contrast half of the patients.
 
@@ -25,10 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cross_validation import finished_folds, held_out_rows, write_run_report  # noqa: E402
 from model import cli  # noqa: E402
+from model import checkpoints  # noqa: E402
 from model.brats import find_prediction, load_patient, read_volume  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.lists import read_patient_list  # noqa: E402
-from model.normalization import CLIP_SD, brain_mask, intensity_stats  # noqa: E402
+from model.normalization import CLIP_SD, brain_mask, intensity_stats, standardize  # noqa: E402
 
 OEDEMA = 2
 FLAIR, T2 = 0, 3   # channel order of model.brats.MODALITIES
@@ -116,8 +119,10 @@ def main(argv=None):
     rows = []
     for fold in folds:
         fold_dir = os.path.join(args.run_dir, 'fold{}'.format(fold['fold']))
+        normalization = checkpoints.read_normalization(fold['checkpoints'][0])
         for patient in read_patient_list(os.path.join(fold_dir, 'lists', 'test.txt'), require_labels=True):
             image, truth, _ = load_patient(patient)
+            image = standardize(image, normalization)
             prediction, _ = read_volume(find_prediction(patient, os.path.join(fold_dir, 'predictions')))
             statistics = missed_tumour(image, truth, prediction)
             if baseline:

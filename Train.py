@@ -138,9 +138,11 @@ def check_resume(ckpt_dir, config, crop_size, normalization):
     if stored != config or stored_crop != crop_size:
         raise InputError('{}: holds a run with another network configuration ({}); use another '
                          '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir), stored.to_dict()))
-    if checkpoints.read_normalization(ckpt_dir) != normalization:
-        raise InputError('{}: holds a run trained on records of another intensity normalisation; use another '
-                         '--ckpt-dir'.format(checkpoints.config_path(ckpt_dir)))
+    stored_normalization = checkpoints.read_normalization(ckpt_dir)
+    if stored_normalization != normalization:
+        raise InputError('{}: holds a run trained on records of another intensity normalisation ({}, these records: '
+                         '{}); use another --ckpt-dir'.format(checkpoints.config_path(ckpt_dir),
+                                                              stored_normalization['method'], normalization['method']))
 
 
 def training_settings(args):

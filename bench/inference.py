@@ -101,7 +101,6 @@ def _measuring_segment(segment, repeats, report):
     def measuring_segment(session, predictor, patient, output_path, args):
         import numpy as np
         from model.brats import load_patient
-        from model.normalization import standardize
         from model.predict import cut_window
 
         report['build_restore_s'] = time.perf_counter() - report.pop('main_started')
@@ -109,8 +108,7 @@ def _measuring_segment(segment, repeats, report):
         labels = segment(session, predictor, patient, output_path, args)
         report['first_call_s'] = time.perf_counter() - began
 
-        image = standardize(load_patient(patient, with_label=False)[0], predictor.normalization)
-        mean, std, plan = predictor.plan(image)
+        image, mean, std, plan = predictor.plan(load_patient(patient, with_label=False)[0])
         batches = []
         for indices, window in plan:
             raw_input, mean_input, std_input, labels_op = predictor.labels_op(

@@ -19,7 +19,8 @@ from model import records
 from model.atomic import atomic_output, partial_glob
 from model.brats import load_patient
 from model.errors import InputError
-from model.normalization import METHODS, ZSCORE, brain_mask, intensity_stats, landmarks, learn_histogram, standardize
+from model.normalization import (METHODS, ZSCORE, brain_mask, check_normalization, intensity_stats, landmarks,
+                                 learn_histogram, standardize)
 
 
 def encode_patient(patient, keep_empty_slices, normalization=ZSCORE):
@@ -94,10 +95,11 @@ def learn_normalization(method, patients, workers):
         raise InputError('{}: no such intensity normalisation (choose from {})'.format(method, ', '.join(METHODS)))
     if method == 'zscore':
         return ZSCORE
-    with _pool(workers) as pool:
-        progress = tqdm(pool.imap_unordered(patient_landmarks, patients), total=len(patients),
+    with _pool(workers) as pool:   # in list order, so a rerun learns the same scale to the last bit
+        progress = tqdm(pool.imap(patient_landmarks, patients), total=len(patients),
                         desc='histogram landmarks', unit='patient', disable=None)
-        return learn_histogram(list(progress))
+        return check_normalization(learn_histogram(list(progress)), 'histogram learned from {} patients'.format(
+            len(patients)))
 
 
 def convert(patients, list_path, output_dir, workers, num_shards=0, keep_empty_slices=False,
@@ -178,8 +180,10 @@ class _InProcess:
         return False
 
     @staticmethod
-    def imap_unordered(function, tasks):
+    def imap(function, tasks):
         return map(function, tasks)
+
+    imap_unordered = imap
 
 
 def _pool(workers):

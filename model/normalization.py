@@ -8,7 +8,9 @@ Brain voxels are those where any modality is non-zero (BRATS volumes are skull-s
 
 Histogram standardisation (Nyul and Udupa, 1999) first maps each volume's intensities, per
 modality and piecewise linearly, so that its brain percentiles HISTOGRAM_PERCENTILES land on a
-standard scale learned from the training volumes (`learn_histogram`). Unlike the z-score it
+standard scale learned from the training volumes (`learn_histogram`). A modality's percentiles
+are taken over its own foreground, the brain voxels where it is non-zero: some scans lack a
+modality over part of the brain (a third of the brain in one BraTS 2018 FLAIR). Unlike the z-score it
 is not linear in the patient's intensities, so it can change how far a tissue stands out.
 A normalisation is a JSON-ready dict: ZSCORE, or what `learn_histogram` returns. The records'
 sidecar holds the one the records were written with, and Train.py copies it into the
@@ -64,13 +66,18 @@ def normalize(raw, mean, std):
 
 
 def landmarks(image):
-    """Brain percentiles HISTOGRAM_PERCENTILES of each channel: float64 [channels, percentiles],
-    strictly increasing along the percentiles (ties are nudged apart)."""
-    mask = brain_mask(image)
-    voxels = image[mask] if mask.any() else image.reshape(-1, image.shape[-1])
-    values = np.percentile(voxels.astype(np.float64), HISTOGRAM_PERCENTILES, axis=0).T
-    steps = np.diff(values, axis=1, prepend=values[:, :1] - 1.0)
-    return values[:, :1] - 1.0 + np.cumsum(np.maximum(steps, 1e-3), axis=1)
+    """Percentiles HISTOGRAM_PERCENTILES of each channel over its non-zero voxels: float64
+    [channels, percentiles], strictly increasing along the percentiles (tied ones are moved
+    apart by a thousandth of the channel's percentile range, at least 1e-3)."""
+    marks = []
+    for channel in range(image.shape[-1]):
+        values = image[..., channel]
+        foreground = values[values != 0].astype(np.float64)
+        values = np.percentile(foreground, HISTOGRAM_PERCENTILES) if foreground.size else \
+            np.zeros(len(HISTOGRAM_PERCENTILES))
+        least_step = max(1e-3 * (values[-1] - values[0]), 1e-3)
+        marks.append(values[0] + np.concatenate([[0.0], np.cumsum(np.maximum(np.diff(values), least_step))]))
+    return np.array(marks)
 
 
 def learn_histogram(landmark_sets):
@@ -101,25 +108,27 @@ def check_normalization(normalization, source):
 
 
 def _piecewise_linear(values, source, target):
-    """Map values through the increasing points source -> target, extending the end segments."""
+    """Map values through the increasing points source -> target; beyond the ends, along the
+    line through the first and last points (steep end segments of tied landmarks stay inside)."""
     mapped = np.interp(values, source, target)
-    first_slope = (target[1] - target[0]) / (source[1] - source[0])
-    last_slope = (target[-1] - target[-2]) / (source[-1] - source[-2])
-    below, above = values < source[0], values > source[-1]
-    mapped[below] = target[0] + (values[below] - source[0]) * first_slope
-    mapped[above] = target[-1] + (values[above] - source[-1]) * last_slope
+    outside = (values < source[0]) | (values > source[-1])
+    slope = (target[-1] - target[0]) / (source[-1] - source[0])
+    mapped[outside] = target[0] + (values[outside] - source[0]) * slope
     return mapped
 
 
 def standardize(image, normalization):
     """The int16 volume (..., channels) the z-score is taken of: `image` itself for ZSCORE;
-    for a histogram normalisation, each channel's brain voxels mapped from the volume's own
-    landmarks onto the standard scale (rounded, kept within 1..32767), the rest left zero."""
+    for a histogram normalisation, each channel's non-zero voxels mapped from the volume's own
+    landmarks onto the standard scale (rounded, kept within 1..32767). Zeros stay zero, so the
+    brain mask is unchanged."""
     if normalization['method'] == 'zscore':
         return image
-    own, brain = landmarks(image), brain_mask(image)
+    own = landmarks(image)
     standardized = np.zeros(image.shape, np.int16)
     for channel, target in enumerate(np.asarray(normalization['standard'], np.float64)):
-        mapped = _piecewise_linear(image[..., channel][brain].astype(np.float64), own[channel], target)
-        standardized[..., channel][brain] = np.clip(np.rint(mapped), 1, INT16_MAX).astype(np.int16)
+        values = image[..., channel]
+        foreground = values != 0
+        mapped = _piecewise_linear(values[foreground].astype(np.float64), own[channel], target)
+        standardized[..., channel][foreground] = np.clip(np.rint(mapped), 1, INT16_MAX).astype(np.int16)
     return standardized

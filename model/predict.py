@@ -190,19 +190,19 @@ class Predictor:
     def plan(self, image):
         """How a volume is predicted: batches of brain slices, each with its own window.
 
-        Args:
-          image: the volume after model.normalization.standardize.
         Returns:
-          (mean, std, batches): the volume's intensity statistics, and a list of
-          (slice indices, Window) pairs. Each batch of up to batch_size consecutive brain
-          slices gets the window of its own brain extent, so the small slices near the top
-          and bottom of the head cost little.
+          (standardized, mean, std, batches): the volume after the networks' histogram
+          standardisation (model.normalization.standardize), its intensity statistics, and
+          a list of (slice indices, Window) pairs. Each batch of up to batch_size consecutive
+          brain slices gets the window of its own brain extent, so the small slices near the
+          top and bottom of the head cost little.
         """
-        mask = brain_mask(image)
-        mean, std = intensity_stats(image)
+        standardized = standardize(image, self.normalization)
+        mask = brain_mask(standardized)
+        mean, std = intensity_stats(standardized)
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
         batches = [slices[first:first + self.batch_size] for first in range(0, len(slices), self.batch_size)]
-        return mean, std, [(batch, brain_window(mask[batch], self.margin)) for batch in batches]
+        return standardized, mean, std, [(batch, brain_window(mask[batch], self.margin)) for batch in batches]
 
     def predict(self, session, image, progress=None):
         """Label volume (z, y, x) uint8 for an int16 image (z, y, x, 4).
@@ -212,8 +212,7 @@ class Predictor:
           image: the four modalities, as from model.brats.load_patient.
           progress: optional callable(number_of_slices_done) for progress bars.
         """
-        image = standardize(image, self.normalization)
-        mean, std, batches = self.plan(image)
+        image, mean, std, batches = self.plan(image)
         labels = np.zeros(image.shape[:3], np.uint8)
         for batch, window in batches:
             raw_input, mean_input, std_input, labels_op = self.labels_op(

@@ -76,21 +76,44 @@ def test_zscore_leaves_the_volume_as_it_is():
     assert normalization.standardize(volume, ZSCORE) is volume
 
 
-def brain_only_zero_voxels(volume):
-    """`volume` with one modality zero on a few brain voxels, as real scans have."""
+def without_flair_in_half_the_brain(volume, seed=0):
+    """`volume` with FLAIR zero on a random half of its brain, as when a scan lacks it there."""
     volume = volume.copy()
-    volume[4, 10:14, 10:14, 1] = 0
+    volume[..., 0][np.random.default_rng(seed).random(volume.shape[:3]) < 0.5] = 0
     return volume
 
 
-def test_histogram_puts_the_volumes_landmarks_on_the_standard_scale_and_keeps_the_brain(histogram):
-    volume = brain_only_zero_voxels(synthetic_volume(seed=5))
+def test_histogram_puts_the_volumes_landmarks_on_the_standard_scale_and_keeps_zeros(histogram):
+    volume = without_flair_in_half_the_brain(synthetic_volume(seed=5))
     standardized = normalization.standardize(volume, histogram)
     assert standardized.dtype == np.int16
-    brain = normalization.brain_mask(volume)
-    np.testing.assert_array_equal(normalization.brain_mask(standardized), brain)
-    assert not standardized[~brain].any() and standardized[brain].min() >= 1
+    np.testing.assert_array_equal(standardized == 0, volume == 0)
+    np.testing.assert_array_equal(normalization.brain_mask(standardized), normalization.brain_mask(volume))
+    assert standardized[volume != 0].min() >= 1
     np.testing.assert_allclose(normalization.landmarks(standardized), histogram['standard'], atol=1.0)
+
+
+def test_a_modality_missing_over_part_of_the_brain_keeps_its_landmarks_and_mapping(histogram):
+    volume = synthetic_volume(seed=6)
+    partial = without_flair_in_half_the_brain(volume)
+    np.testing.assert_allclose(normalization.landmarks(partial)[0], normalization.landmarks(volume)[0], rtol=0.02)
+    present = partial[..., 0] != 0
+    difference = (normalization.standardize(partial, histogram)[..., 0][present].astype(float)
+                  - normalization.standardize(volume, histogram)[..., 0][present])
+    assert np.abs(difference).mean() < 0.01 * histogram['standard'][0][-1]
+
+
+def test_tied_end_landmarks_do_not_blow_up_the_intensities_beyond_them(histogram):
+    volume = synthetic_volume(seed=7)
+    flair = volume[..., 0]
+    brain = flair != 0
+    ranks = np.random.default_rng(0).random(flair.shape)
+    flair[brain & (ranks < 0.15)] = 1000     # a saturated top: the 90th and 99th percentiles tie
+    flair[brain & (ranks < 0.001)] = 1200    # and a few voxels above them
+    marks = normalization.landmarks(volume)[0]
+    assert marks[-1] - marks[-2] < 1.0
+    standardized = normalization.standardize(volume, histogram)[..., 0]
+    assert standardized.max() < 2 * histogram['standard'][0][-1]
 
 
 def test_an_affine_change_of_scanner_scale_does_not_change_the_standardised_volume(histogram):

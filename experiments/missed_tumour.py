@@ -8,7 +8,8 @@ ends) and the mean normalised FLAIR and T2 of the oedema it found against the oe
 (faint oedema is missed first if the network's threshold sits between them). Below the table:
 the correlation, over patients, of the share of tumour found with the oedema contrast.
 Intensities are taken as the fold's network saw them: after the histogram standardisation of
-its training records, if it had one. With
+its training records, if it had one (so the contrast of a histogram run and of a z-score run
+are measured on different scales). With
 --baseline-run-dir (another run holding out the same patients), each patient's WT Dice gain over
 that run is added, and the mean gain of the lower- and the higher-contrast half of the patients.
 

@@ -51,7 +51,7 @@ REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults since row defaults-2
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
-                             'convert_flags', defaults=(0, 1, ''))
+                             'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
 TUMOUR_THRESHOLDS = (0.4, 0.3, 0.2)
 LOW_TUMOUR_THRESHOLDS = TUMOUR_THRESHOLDS + (0.15, 0.1)   # the grid below 0.2, for networks trained since
 # Trained rows whose networks get threshold rows, and the tumour thresholds each is decoded at.
@@ -120,6 +120,10 @@ ROWS = (
         '(create_pascal_tf_record.py --normalization histogram) before the z-score',
         JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', convert_flags='--normalization histogram'),
     Row('histogram-normalization-argmax', '+ argmax, no flip', '', ARGMAX, 'histogram-normalization'),
+    Row('batch-4', "Train.py's defaults (seed 1) at batch size 4 (from 8); Inference.py's defaults",
+        JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', batch_size=4),
+    Row('batch-16', "Train.py's defaults (seed 1) at batch size 16 (from 8); Inference.py's defaults",
+        JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', batch_size=16),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -150,7 +154,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('dice-off-regions-t0.2', 'dice-off-argmax'),
           ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'),
           ('defaults-seed-1', 'defaults-2-regions-t0.2-flip'), ('defaults-seed-1-argmax', 'defaults-2'),
-          ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'))
+          ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'),
+          ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
@@ -180,6 +185,8 @@ def cross_validation_argv(row):
         argv += ['--val-patients', str(row.val_patients)]
     if row.ensemble > 1:
         argv += ['--ensemble', str(row.ensemble)]
+    if row.batch_size != cross_validation.BATCH_SIZE:
+        argv += ['--batch-size', str(row.batch_size)]
     return argv
 
 

@@ -33,6 +33,8 @@ def test_cross_validation_arguments_of_a_row():
                     '--trained-from', 'experiments/runs/budget-recipe']
     argv = ablations.cross_validation_argv(ablations.row_named('histogram-normalization'))
     assert argv[2] == '--convert-flags=--normalization histogram' and argv[3].startswith('--train-flags=')
+    assert ablations.cross_validation_argv(ablations.row_named('batch-16'))[-2:] == ['--batch-size', '16']
+    assert '--batch-size' not in ablations.cross_validation_argv(ablations.row_named('defaults-seed-1'))
     with pytest.raises(InputError, match='no such ablation row'):
         ablations.row_named('nonsense')
 

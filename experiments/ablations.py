@@ -154,6 +154,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('dice-off-regions-t0.2', 'dice-off-argmax'),
           ('natural-sampling', 'defaults-2-regions-t0.2-flip'), ('natural-sampling-argmax', 'defaults-2'),
           ('defaults-seed-1', 'defaults-2-regions-t0.2-flip'), ('defaults-seed-1-argmax', 'defaults-2'),
+          ('spatial-jitter-strong', 'defaults-seed-1'), ('dice-off', 'defaults-seed-1'),
+          ('natural-sampling', 'defaults-seed-1'),
           ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'),
           ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

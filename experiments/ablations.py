@@ -120,6 +120,9 @@ ROWS = (
         '(create_pascal_tf_record.py --normalization histogram) before the z-score',
         JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', convert_flags='--normalization histogram'),
     Row('histogram-normalization-argmax', '+ argmax, no flip', '', ARGMAX, 'histogram-normalization'),
+    Row('spatial-natural', "Train.py's defaults (seed 1) with spatial-jitter-strong's rotations and scaling and "
+        "natural-sampling's slice shares together; Inference.py's defaults",
+        JITTER_RECIPE + ' --rotate-degrees 20 --scale-range 0.2 --tumour-fraction 0 --seed 1', DEFAULT_TEST_TIME, ''),
     Row('batch-4', "Train.py's defaults (seed 1) at batch size 4 (from 8); Inference.py's defaults",
         JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', batch_size=4),
     Row('batch-16', "Train.py's defaults (seed 1) at batch size 16 (from 8); Inference.py's defaults",
@@ -157,7 +160,7 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-jitter-strong', 'defaults-seed-1'), ('dice-off', 'defaults-seed-1'),
           ('natural-sampling', 'defaults-seed-1'),
           ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'),
-          ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'))
+          ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'), ('spatial-natural', 'defaults-seed-1'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

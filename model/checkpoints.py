@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 from model.atomic import atomic_output
 from model.dcr import NetworkConfig
 from model.errors import InputError
-from model.normalization import ZSCORE, check_normalization
+from model.normalization import ZSCORE, stored_normalization
 
 CONFIG_NAME = 'config.json'
 BEST_DIR = 'best'
@@ -48,7 +48,7 @@ def _read_document(ckpt_dir):
 
 def read_normalization(ckpt_dir):
     """The intensity normalisation in CKPT/config.json (z-score for runs from before it was kept)."""
-    return check_normalization(_read_document(ckpt_dir).get('normalization', ZSCORE), config_path(ckpt_dir))
+    return stored_normalization(_read_document(ckpt_dir), config_path(ckpt_dir))
 
 
 def read_config(ckpt_dir):

@@ -107,6 +107,12 @@ def check_normalization(normalization, source):
     return normalization
 
 
+def stored_normalization(document, source):
+    """The checked normalisation under a JSON document's 'normalization' key (a records sidecar
+    or a config.json); z-score for documents written before the key existed."""
+    return check_normalization(document.get('normalization', ZSCORE), source)
+
+
 def _piecewise_linear(values, source, target):
     """Map values through the increasing points source -> target; beyond the ends, along the
     line through the first and last points (steep end segments of tied landmarks stay inside)."""

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from model.errors import InputError
-from model.normalization import ZSCORE, check_normalization, normalize
+from model.normalization import normalize, stored_normalization
 
 SCHEMA_VERSION = 1
 NUM_CHANNELS = 4
@@ -189,5 +189,5 @@ def read_sidecar(records_dir, list_name):
     if version != SCHEMA_VERSION:
         raise InputError('{}: records have schema version {}, this code reads version {} (rerun '
                          'create_pascal_tf_record.py)'.format(path, version, SCHEMA_VERSION))
-    sidecar['normalization'] = check_normalization(sidecar.get('normalization', ZSCORE), path)
+    sidecar['normalization'] = stored_normalization(sidecar, path)
     return sidecar

@@ -322,9 +322,27 @@ def histogram_run(data):
                                          '--normalization', 'histogram']) == 0
     histogram_data = dict(data, records=os.path.join(records_dir, 'train-*'))
     ckpt = os.path.join(data['root'], 'histogram-run')
-    code, out, err = train(histogram_data, ckpt, '--num-steps', '1', *TINY_RUN, val_list=data['val'])
+    validation_normalizations = []
+
+    class RecordingPredictor(training.Predictor):
+        """The real Predictor, noting the normalisation each validation prediction applies."""
+
+        def predict(self, session, image):
+            validation_normalizations.append(self.normalization)
+            return super().predict(session, image)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, 'Predictor', RecordingPredictor)
+        code, out, err = train(histogram_data, ckpt, '--num-steps', '1', *TINY_RUN, val_list=data['val'])
     assert code == 0, err
-    return {'ckpt': ckpt, 'normalization': resolve_records(histogram_data['records'])[1]['normalization']}
+    return {'ckpt': ckpt, 'normalization': resolve_records(histogram_data['records'])[1]['normalization'],
+            'validation_normalizations': validation_normalizations}
+
+
+def test_validation_during_a_histogram_run_standardises_with_the_records_scale(histogram_run):
+    assert histogram_run['validation_normalizations']
+    assert all(normalization == histogram_run['normalization']
+               for normalization in histogram_run['validation_normalizations'])
 
 
 def test_a_histogram_run_hands_its_records_scale_to_inference(histogram_run):

@@ -127,6 +127,10 @@ ROWS = (
         JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', batch_size=4),
     Row('batch-16', "Train.py's defaults (seed 1) at batch size 16 (from 8); Inference.py's defaults",
         JITTER_RECIPE + ' --seed 1', DEFAULT_TEST_TIME, '', batch_size=16),
+    Row('learning-rate-3e-4', "Train.py's defaults (seed 1) at learning rate 3e-4 (from 1e-3), cosine decay as before; "
+        "Inference.py's defaults", JITTER_RECIPE + ' --seed 1 --learning-rate 3e-4', DEFAULT_TEST_TIME, ''),
+    Row('learning-rate-3e-3', "Train.py's defaults (seed 1) at learning rate 3e-3 (from 1e-3), cosine decay as before; "
+        "Inference.py's defaults", JITTER_RECIPE + ' --seed 1 --learning-rate 3e-3', DEFAULT_TEST_TIME, ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -162,7 +166,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('natural-sampling', 'defaults-seed-1'),
           ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'),
           ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'), ('spatial-natural', 'defaults-seed-1'),
-          ('validation-selected', 'defaults-seed-1'))
+          ('validation-selected', 'defaults-seed-1'), ('learning-rate-3e-4', 'defaults-seed-1'),
+          ('learning-rate-3e-3', 'defaults-seed-1'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

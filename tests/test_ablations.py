@@ -26,6 +26,13 @@ def test_every_selection_names_registered_rows_of_one_network():
         assert len({row.trained_from or row.name for row in rows}) == 1
 
 
+def test_every_paired_comparison_names_registered_rows():
+    for name, baseline in ablations.PAIRED:
+        assert name != baseline
+        ablations.row_named(name)
+        ablations.row_named(baseline)
+
+
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',

@@ -4,7 +4,7 @@ Every metric compares two boolean masks of the same shape. Volumes are indexed (
 `SimpleITK.GetArrayFromImage` returns them, and `spacing` is the voxel size in millimetres in
 that same (z, y, x) order; `SimpleITK.Image.GetSpacing()` gives (x, y, z), so reverse it.
 
-Edge cases follow the evaluation contract (docs/DESIGN.md, step 5):
+Edge cases follow the evaluation contract of Evaluate.py (see README, step 5):
 - Dice is 1 when both masks are empty and 0 when only one is;
 - PPV is NaN when the prediction is empty, sensitivity is NaN when the truth is empty;
 - HD95 is NaN when either mask is empty.

@@ -13,7 +13,7 @@ import sys
 
 from tqdm import tqdm
 
-from model import cli
+from model import checkpoints, cli
 from model.atomic import remove_stale_partials
 from model.brats import load_patient, write_volume
 from model.errors import InputError
@@ -24,7 +24,7 @@ from model.predict import DECODINGS, check_decoding, restored_predictor
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
-CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or the latest
+CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or the latest; 'latest' skips best/
 OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
@@ -44,7 +44,8 @@ def parse_args(argv):
         'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
     add('--ckpt-dir', action='append', dest='ckpt_dirs', help='training run folder with config.json; '
         'repeat it for an ensemble that averages the networks\' probabilities (default {})'.format(CKPT_DIR))
-    add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or the latest")
+    add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or else the latest; "
+        "'{}' for the latest even when best/ exists".format(checkpoints.LATEST))
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
     add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')

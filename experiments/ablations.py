@@ -142,6 +142,8 @@ ROWS = (
     Row('validation-selected', "Train.py's defaults (seed 1) on 7 of the 8 training patients, keeping the checkpoint "
         "of best validation Dice on the 8th (checked every 200 steps and at the end); Inference.py's defaults",
         JITTER_RECIPE + ' --seed 1 --validate-every-steps 200', DEFAULT_TEST_TIME, '', val_patients=1),
+    Row('validation-selected-last', '+ the last checkpoint instead of the validation-selected one', '',
+        DEFAULT_TEST_TIME + ' --checkpoint latest', 'validation-selected'),
 )
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
 SELECTIONS = tuple(('tumour threshold of {}, 0.5 to {:g}'.format(base, thresholds[-1]),
@@ -166,7 +168,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('natural-sampling', 'defaults-seed-1'),
           ('histogram-normalization', 'defaults-seed-1'), ('histogram-normalization-argmax', 'defaults-seed-1-argmax'),
           ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'), ('spatial-natural', 'defaults-seed-1'),
-          ('validation-selected', 'defaults-seed-1'), ('learning-rate-3e-4', 'defaults-seed-1'),
+          ('validation-selected', 'defaults-seed-1'), ('validation-selected', 'validation-selected-last'),
+          ('validation-selected-last', 'defaults-seed-1'), ('learning-rate-3e-4', 'defaults-seed-1'),
           ('learning-rate-3e-3', 'defaults-seed-1'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

@@ -13,6 +13,7 @@ from model.normalization import ZSCORE, stored_normalization
 
 CONFIG_NAME = 'config.json'
 BEST_DIR = 'best'
+LATEST = 'latest'   # in place of a checkpoint path: CKPT's latest, even when CKPT/best/ exists
 CHECKPOINT_PREFIX = 'model.ckpt'
 
 
@@ -71,16 +72,18 @@ def step_of(checkpoint):
 
 
 def find_checkpoint(ckpt_dir, checkpoint=None):
-    """The checkpoint to use: `checkpoint` if given, else CKPT/best/'s, else CKPT's latest.
+    """The checkpoint to use: `checkpoint` if given (LATEST: CKPT's latest), else CKPT/best/'s,
+    else CKPT's latest.
 
     Raises:
       InputError: when there is no checkpoint.
     """
-    if checkpoint:
+    if checkpoint and checkpoint != LATEST:
         if not tf.train.checkpoint_exists(checkpoint):
             raise InputError('{}: checkpoint does not exist'.format(checkpoint))
         return checkpoint
-    for directory in (os.path.join(ckpt_dir, BEST_DIR), ckpt_dir):
+    searched = (ckpt_dir,) if checkpoint == LATEST else (os.path.join(ckpt_dir, BEST_DIR), ckpt_dir)
+    for directory in searched:
         latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
         if latest:
             return latest

@@ -3,8 +3,8 @@
 Reads the volumes directly, normalises them exactly as training does, predicts every axial
 slice and writes labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
-`<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json; CKPT/best/ is
-used when present. Several --ckpt-dir folders make an ensemble that averages the networks'
+`<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json and restored from
+its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best/). Several --ckpt-dir folders make an ensemble that averages the networks'
 probabilities. Patients whose prediction exists are skipped unless --overwrite.
 """
 import collections
@@ -24,7 +24,7 @@ from model.predict import DECODINGS, check_decoding, restored_predictor
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
-CHECKPOINT = ''            # a specific checkpoint path; '' for CKPT/best/ or the latest; 'latest' skips best/
+CHECKPOINT = 'latest'      # 'latest', 'best' (CKPT/best/, else the latest) or a checkpoint path
 OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
@@ -44,8 +44,8 @@ def parse_args(argv):
         'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
     add('--ckpt-dir', action='append', dest='ckpt_dirs', help='training run folder with config.json; '
         'repeat it for an ensemble that averages the networks\' probabilities (default {})'.format(CKPT_DIR))
-    add('--checkpoint', default=CHECKPOINT, help="checkpoint path; '' for best/ or else the latest; "
-        "'{}' for the latest even when best/ exists".format(checkpoints.LATEST))
+    add('--checkpoint', default=CHECKPOINT, help="'{}': the last checkpoint; '{}': the validation-selected "
+        "one in CKPT/best/ (else the last); or a checkpoint path".format(*checkpoints.KEYWORDS))
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
     add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')

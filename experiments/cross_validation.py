@@ -53,7 +53,7 @@ CONVERT_FLAGS = ''
 TRAIN_FLAGS = ''
 INFERENCE_FLAGS = ''
 ENSEMBLE = 1                # networks per fold (each trains for budget / ENSEMBLE minutes)
-VAL_PATIENTS = 0            # training patients per fold held back to select Train.py's best/ checkpoint
+VAL_PATIENTS = 0            # training patients per fold held back as Train.py's validation list (CKPT/best/)
 # The grade is not in the BraTS 2018 sample's folder names; these two cases are its LGGs.
 LGG_CASES = 'Brats18_TCIA10_628_1,Brats18_TCIA13_623_1'
 REPORTED = ('WT_dice', 'WT_ppv', 'WT_sensitivity', 'TC_dice', 'TC_ppv', 'TC_sensitivity',
@@ -75,8 +75,8 @@ def parse_args(argv):
     add('--train-flags', default=TRAIN_FLAGS, help='extra Train.py flags, one string')
     add('--inference-flags', default=INFERENCE_FLAGS, help='extra Inference.py flags, one string')
     add('--val-patients', type=int, default=VAL_PATIENTS,
-        help="HGG training patients per fold held back as Train.py's validation list, which "
-        'selects the checkpoint Inference.py uses (CKPT/best/); 0: the last checkpoint')
+        help="HGG training patients per fold held back as Train.py's validation list, which keeps "
+        'the best checkpoint in CKPT/best/ (Inference.py uses it with --checkpoint best in --inference-flags)')
     add('--trained-from', default='', help="an earlier run's work folder whose trained folds are reused "
         '(same folds); only inference and evaluation run')
     add('--lgg', type=name_set, default=LGG_CASES, help='comma-separated LGG case names, spread across folds')

@@ -1,5 +1,5 @@
 """Checkpoint folders: config.json (everything needed to rebuild the graph and prepare its
-input), checkpoint lookup (CKPT/best/ first, then the latest), and restore with a check that the checkpoint
+input), checkpoint lookup (the latest, or CKPT/best/'s), and restore with a check that the checkpoint
 matches the graph."""
 import json
 import os
@@ -13,7 +13,9 @@ from model.normalization import ZSCORE, stored_normalization
 
 CONFIG_NAME = 'config.json'
 BEST_DIR = 'best'
-LATEST = 'latest'   # in place of a checkpoint path: CKPT's latest, even when CKPT/best/ exists
+LATEST = 'latest'   # in place of a checkpoint path: CKPT's latest
+BEST = 'best'       # in place of a checkpoint path: CKPT/best/'s (validation-selected), else CKPT's latest
+KEYWORDS = (LATEST, BEST)
 CHECKPOINT_PREFIX = 'model.ckpt'
 
 
@@ -71,18 +73,18 @@ def step_of(checkpoint):
     return int(checkpoint.rsplit('-', 1)[1])
 
 
-def find_checkpoint(ckpt_dir, checkpoint=None):
-    """The checkpoint to use: `checkpoint` if given (LATEST: CKPT's latest), else CKPT/best/'s,
-    else CKPT's latest.
+def find_checkpoint(ckpt_dir, checkpoint=LATEST):
+    """The checkpoint to use: CKPT's latest (LATEST), CKPT/best/'s else CKPT's latest (BEST), or
+    the checkpoint path `checkpoint`.
 
     Raises:
       InputError: when there is no checkpoint.
     """
-    if checkpoint and checkpoint != LATEST:
+    if checkpoint not in KEYWORDS:
         if not tf.train.checkpoint_exists(checkpoint):
             raise InputError('{}: checkpoint does not exist'.format(checkpoint))
         return checkpoint
-    searched = (ckpt_dir,) if checkpoint == LATEST else (os.path.join(ckpt_dir, BEST_DIR), ckpt_dir)
+    searched = (os.path.join(ckpt_dir, BEST_DIR), ckpt_dir) if checkpoint == BEST else (ckpt_dir,)
     for directory in searched:
         latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
         if latest:

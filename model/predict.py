@@ -245,17 +245,17 @@ def session_config(gpu_memory_fraction=0.0, bfloat16=False):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dirs, checkpoint=None, *, gpu_memory_fraction=0.0, **predictor_options):
+def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_fraction=0.0, **predictor_options):
     """Yield (session, Predictor, checkpoint paths) for one training run folder or several.
 
-    Each network is rebuilt from its CKPT/config.json and restored from CKPT/best/ or CKPT's
-    latest checkpoint (see model.checkpoints.find_checkpoint), or from `checkpoint` when one
+    Each network is rebuilt from its CKPT/config.json and restored from the checkpoint that
+    `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
     members must share one intensity normalisation.
     predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
-    if checkpoint and len(ckpt_dirs) > 1:
+    if checkpoint not in checkpoints.KEYWORDS and len(ckpt_dirs) > 1:
         raise InputError('a checkpoint path selects one network; it cannot go with {} checkpoint folders'.format(
             len(ckpt_dirs)))
     configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]

@@ -110,6 +110,8 @@ def test_every_script_succeeds(pipeline):
     assert len(read_patient_list(paths['val'])) == 1
     assert os.path.exists(os.path.join(paths['ckpt'], checkpoints.BEST_DIR, 'best.json'))
     assert 'reached step 2' in results['train'][1]
+    # Inference.py restores the last checkpoint, not the validation-selected one in best/.
+    assert 'with {} ('.format(os.path.join(paths['ckpt'], 'model.ckpt-2')) in results['inference'][1]
 
 
 def test_one_prediction_per_test_patient_on_the_input_grid(pipeline, test_patients):

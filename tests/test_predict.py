@@ -316,8 +316,11 @@ def test_an_ensemble_averages_its_members_probabilities(tmp_path, image):
     assert not np.array_equal(singles[0][clear], singles[1][clear])   # the members disagree somewhere
 
 
-def test_one_checkpoint_path_cannot_serve_an_ensemble(tmp_path):
+def test_one_checkpoint_path_cannot_serve_an_ensemble_but_a_keyword_can(tmp_path):
+    from model import checkpoints
     members = [saved_network(tmp_path / 'a', seed=1), saved_network(tmp_path / 'b', seed=2)]
     with pytest.raises(InputError, match='cannot go with 2 checkpoint folders'):
         with predict.restored_predictor(members, tf.train.latest_checkpoint(members[0])):
             pass
+    with predict.restored_predictor(members, checkpoints.BEST) as (_, _, paths):   # no best/: the latest
+        assert paths == [tf.train.latest_checkpoint(member) for member in members]

@@ -156,8 +156,8 @@ def test_a_copied_run_folder_uses_its_own_checkpoints(first_run, tmp_path):
     assert latest and os.path.dirname(latest) == copy
     best = tf.train.latest_checkpoint(os.path.join(copy, checkpoints.BEST_DIR))
     assert best and os.path.dirname(best) == os.path.join(copy, checkpoints.BEST_DIR)
-    assert checkpoints.find_checkpoint(copy) == best
-    assert checkpoints.find_checkpoint(copy, checkpoints.LATEST) == latest != best
+    assert checkpoints.find_checkpoint(copy, checkpoints.BEST) == best
+    assert checkpoints.find_checkpoint(copy) == latest != best
 
 
 @pytest.mark.parametrize('change', [['--width', '0.25'], ['--dcr-type', 'A'],

@@ -106,9 +106,12 @@ def split_validation(train_patients, count, seed, lgg_names):
     candidates = sorted((p for p in train_patients if p.name not in lgg_names), key=lambda p: p.name)
     if not 0 <= count < len(candidates):
         raise InputError('--val-patients {}: a fold has {} HGG training patients'.format(count, len(candidates)))
-    held_back = {p.name for p in random.Random(seed).sample(candidates, count)}
-    return ([p for p in train_patients if p.name not in held_back],
-            [p for p in train_patients if p.name in held_back])
+    return held_back_from(train_patients, {p.name for p in random.Random(seed).sample(candidates, count)})
+
+
+def held_back_from(train_patients, names):
+    """(training, validation) patients of a fold whose validation patients are `names`."""
+    return ([p for p in train_patients if p.name not in names], [p for p in train_patients if p.name in names])
 
 
 def run_script(script, argv, log):
@@ -153,15 +156,20 @@ def run_fold(index, train_patients, test_patients, args):
     lists, records = os.path.join(fold_dir, 'lists'), os.path.join(fold_dir, 'records')
     predictions = os.path.join(fold_dir, 'predictions')
     os.makedirs(lists, exist_ok=True)
-    train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index, args.lgg)
+    source = trained_fold(args.trained_from, index, test_patients) if args.trained_from else None
+    if source:   # the lists say what the reused networks were trained and validated on
+        train_patients, val_patients = held_back_from(train_patients, set(source.get('validation', [])))
+    else:
+        train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index, args.lgg)
     val_list = os.path.join(lists, 'val.txt') if val_patients else ''
     write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
     write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
     if val_patients:
         write_patient_list(val_patients, val_list)
     commands = []
-    if args.trained_from:
-        ckpt_dirs, trained_on = trained_checkpoints(args.trained_from, index, test_patients)
+    if source:
+        ckpt_dirs = trained_checkpoints(args.trained_from, index, source)
+        trained_on = source.get('machine')
     else:
         ckpt_dirs, trained_on = checkpoint_folders(fold_dir, args.ensemble), machine()
         run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records]
@@ -173,11 +181,13 @@ def run_fold(index, train_patients, test_patients, args):
                        + shlex.split(args.train_flags), commands)
     rows = predict_and_score(os.path.join(lists, 'test.txt'), ckpt_dirs, predictions, args.inference_flags, commands)
     steps, train_seconds = _trained(ckpt_dirs)
+    # The batch size the reused networks were trained at is the source run's, not this run's.
+    rate = source['train_slices_per_s'] if source else steps * args.batch_size / train_seconds
     summary = {'fold': index, 'train': [p.name for p in train_patients],
                'validation': [p.name for p in val_patients],
                'test': [p.name for p in test_patients], 'checkpoints': ckpt_dirs, 'steps': steps,
                'train_minutes': train_seconds / 60.0,
-               'train_slices_per_s': steps * args.batch_size / train_seconds,
+               'train_slices_per_s': rate,
                'fold_minutes': (time.monotonic() - started) / 60.0,
                'rows': rows, 'commands': commands}
     if trained_on:
@@ -186,9 +196,8 @@ def run_fold(index, train_patients, test_patients, args):
     return summary
 
 
-def trained_checkpoints(run_dir, index, test_patients):
-    """(checkpoint folders, machine facts or None) of fold `index` of an earlier run, checked to
-    hold out the same patients."""
+def trained_fold(run_dir, index, test_patients):
+    """The summary of fold `index` of an earlier run, checked to hold out the same patients."""
     summary_path = os.path.join(run_dir, 'fold{}'.format(index), 'summary.json')
     if not os.path.isfile(summary_path):
         raise InputError('{}: missing; --trained-from needs a finished run'.format(summary_path))
@@ -197,8 +206,13 @@ def trained_checkpoints(run_dir, index, test_patients):
     if sorted(source['test']) != sorted(p.name for p in test_patients):
         raise InputError('{}: fold {} held out other patients; use the same --folds, --seed and '
                          '--lgg'.format(summary_path, index))
+    return source
+
+
+def trained_checkpoints(run_dir, index, source):
+    """The checkpoint folders of fold `index` of an earlier run, whose summary is `source`."""
     members = len(source['checkpoints']) if isinstance(source.get('checkpoints'), list) else 1
-    return checkpoint_folders(os.path.join(run_dir, 'fold{}'.format(index)), members), source.get('machine')
+    return checkpoint_folders(os.path.join(run_dir, 'fold{}'.format(index)), members)
 
 
 def finished_folds(run_dir):

@@ -78,9 +78,12 @@ def find_checkpoint(ckpt_dir, checkpoint=LATEST):
     the checkpoint path `checkpoint`.
 
     Raises:
-      InputError: when there is no checkpoint.
+      InputError: when there is no checkpoint, or `checkpoint` is empty or a folder.
     """
     if checkpoint not in KEYWORDS:
+        if not checkpoint or os.path.isdir(checkpoint):
+            raise InputError("{!r}: not a checkpoint; give '{}', '{}' or a checkpoint path such as "
+                             'CKPT/model.ckpt-<step>'.format(checkpoint, LATEST, BEST))
         if not tf.train.checkpoint_exists(checkpoint):
             raise InputError('{}: checkpoint does not exist'.format(checkpoint))
         return checkpoint

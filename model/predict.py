@@ -255,11 +255,11 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
     predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
+    configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
+    paths = [checkpoints.find_checkpoint(ckpt_dir, checkpoint) for ckpt_dir in ckpt_dirs]
     if checkpoint not in checkpoints.KEYWORDS and len(ckpt_dirs) > 1:
         raise InputError('a checkpoint path selects one network; it cannot go with {} checkpoint folders'.format(
             len(ckpt_dirs)))
-    configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
-    paths = [checkpoints.find_checkpoint(ckpt_dir, checkpoint) for ckpt_dir in ckpt_dirs]
     normalizations = [checkpoints.read_normalization(ckpt_dir) for ckpt_dir in ckpt_dirs]
     if any(normalization != normalizations[0] for normalization in normalizations):
         raise InputError('{}: networks trained on records of different intensity normalisations cannot '

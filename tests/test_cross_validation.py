@@ -6,9 +6,10 @@ import os
 import pytest
 
 from experiments.cross_validation import (assign_folds, mean_and_std, results_markdown, split_validation,
-                                         trained_checkpoints)
+                                         trained_checkpoints, trained_fold)
 from model.brats import Patient
 from model.errors import InputError
+from model.lists import read_patient_list
 
 
 def patients(names):
@@ -54,20 +55,17 @@ def test_results_table_has_a_row_per_fold_and_the_pooled_row():
 def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
     held_out = patients(['case01', 'case02'])
     with pytest.raises(InputError, match='needs a finished run'):
-        trained_checkpoints(str(tmp_path), 0, held_out)
+        trained_fold(str(tmp_path), 0, held_out)
     (tmp_path / 'fold0').mkdir()
-    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01']}))
-    assert trained_checkpoints(str(tmp_path), 0, held_out) == ([str(tmp_path / 'fold0' / 'checkpoints')], None)
-    trained_on = {'cpu_model': 'Some CPU', 'logical_cores': 2}
-    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case02', 'case01'],
-                                                                 'machine': trained_on}))
-    assert trained_checkpoints(str(tmp_path), 0, held_out)[1] == trained_on   # the training machine
-    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps({'test': ['case01', 'case02'],
-                                                                 'checkpoints': ['x/member0', 'x/member1']}))
-    assert trained_checkpoints(str(tmp_path), 0, held_out)[0] == [
-        str(tmp_path / 'fold0' / 'checkpoints' / 'member{}'.format(k)) for k in range(2)]   # an ensemble
+    summary = {'test': ['case02', 'case01'], 'machine': {'cpu_model': 'Some CPU', 'logical_cores': 2}}
+    (tmp_path / 'fold0' / 'summary.json').write_text(json.dumps(summary))
+    assert trained_fold(str(tmp_path), 0, held_out) == summary
+    assert trained_checkpoints(str(tmp_path), 0, summary) == [str(tmp_path / 'fold0' / 'checkpoints')]
+    ensemble = {'test': ['case01', 'case02'], 'checkpoints': ['x/member0', 'x/member1']}
+    assert trained_checkpoints(str(tmp_path), 0, ensemble) == [
+        str(tmp_path / 'fold0' / 'checkpoints' / 'member{}'.format(k)) for k in range(2)]
     with pytest.raises(InputError, match='held out other patients'):
-        trained_checkpoints(str(tmp_path), 0, patients(['case01', 'case03']))
+        trained_fold(str(tmp_path), 0, patients(['case01', 'case03']))
 
 
 def test_validation_patients_are_seeded_hgg_cases_of_the_training_set():
@@ -105,6 +103,24 @@ def assert_missed_tumour_reads_intensities_as_the_networks_saw_them(work, fold):
     assert abs(reported - contrast['raw']) > 0.005, contrast
 
 
+def assert_a_reusing_run_lists_what_the_networks_were_trained_on(source_work, data):
+    """A --trained-from run on `source_work`, whose fold 0 is made to have validated on one of
+    its training patients: the reusing run's lists and training rate are the source's, not what
+    its own --val-patients and --batch-size would give."""
+    from experiments import cross_validation
+    summary_path = source_work / 'fold0' / 'summary.json'
+    source = json.loads(summary_path.read_text())
+    source['train'], source['validation'] = source['train'][1:], source['train'][:1]
+    summary_path.write_text(json.dumps(source))
+    work = source_work.parent / 'reuse'
+    assert cross_validation.main(['--data-dir', str(data), '--work-dir', str(work), '--folds', '2', '--lgg', 'none',
+                                  '--trained-from', str(source_work), '--inference-flags=--flip off']) == 0
+    fold = json.loads((work / 'fold0' / 'summary.json').read_text())
+    assert (fold['train'], fold['validation']) == (source['train'], source['validation'])
+    assert [p.name for p in read_patient_list(str(work / 'fold0' / 'lists' / 'train.txt'))] == source['train']
+    assert fold['train_slices_per_s'] == source['train_slices_per_s']
+
+
 def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, capsys):
     """The whole harness on 4 tiny phantom patients, 2 folds, 2 tiny networks per fold, on
     histogram-standardised records."""
@@ -133,5 +149,6 @@ def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, 
         assert inference[0].count('--ckpt-dir') == 2
     assert '**all 4 held-out**' in (work / 'results.md').read_text()
     assert_missed_tumour_reads_intensities_as_the_networks_saw_them(str(work), folds[0])
+    assert_a_reusing_run_lists_what_the_networks_were_trained_on(work, data)
     assert cross_validation.main(argv + ['--ensemble', '0']) == 2
     assert '--ensemble 0' in capsys.readouterr().err

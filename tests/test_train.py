@@ -157,7 +157,10 @@ def test_a_copied_run_folder_uses_its_own_checkpoints(first_run, tmp_path):
     best = tf.train.latest_checkpoint(os.path.join(copy, checkpoints.BEST_DIR))
     assert best and os.path.dirname(best) == os.path.join(copy, checkpoints.BEST_DIR)
     assert checkpoints.find_checkpoint(copy, checkpoints.BEST) == best
-    assert checkpoints.find_checkpoint(copy) == latest != best
+    assert checkpoints.find_checkpoint(copy) == latest
+    for not_a_checkpoint in ('', os.path.join(copy, checkpoints.BEST_DIR)):
+        with pytest.raises(InputError, match='not a checkpoint'):
+            checkpoints.find_checkpoint(copy, not_a_checkpoint)
 
 
 @pytest.mark.parametrize('change', [['--width', '0.25'], ['--dcr-type', 'A'],

@@ -4,8 +4,9 @@ Reads the volumes directly, normalises them exactly as training does, predicts e
 slice and writes labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
 `<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json and restored from
-its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best/). Several --ckpt-dir folders make an ensemble that averages the networks'
-probabilities. Patients whose prediction exists are skipped unless --overwrite.
+its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best/). Several
+--ckpt-dir folders make an ensemble that averages the networks' probabilities. Patients whose
+prediction exists are skipped unless --overwrite.
 """
 import collections
 import os

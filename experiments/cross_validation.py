@@ -159,19 +159,17 @@ def run_fold(index, train_patients, test_patients, args):
     source = trained_fold(args.trained_from, index, test_patients) if args.trained_from else None
     if source:   # the lists say what the reused networks were trained and validated on
         train_patients, val_patients = held_back_from(train_patients, set(source.get('validation', [])))
+        ckpt_dirs, trained_on = trained_checkpoints(args.trained_from, index, source), source.get('machine')
     else:
         train_patients, val_patients = split_validation(train_patients, args.val_patients, args.seed + index, args.lgg)
+        ckpt_dirs, trained_on = checkpoint_folders(fold_dir, args.ensemble), machine()
     val_list = os.path.join(lists, 'val.txt') if val_patients else ''
     write_patient_list(train_patients, os.path.join(lists, 'train.txt'))
     write_patient_list(test_patients, os.path.join(lists, 'test.txt'))
     if val_patients:
         write_patient_list(val_patients, val_list)
     commands = []
-    if source:
-        ckpt_dirs = trained_checkpoints(args.trained_from, index, source)
-        trained_on = source.get('machine')
-    else:
-        ckpt_dirs, trained_on = checkpoint_folders(fold_dir, args.ensemble), machine()
+    if not source:
         run_script(create_pascal_tf_record, ['--list', os.path.join(lists, 'train.txt'), '--output-dir', records]
                    + shlex.split(args.convert_flags), commands)
         for ckpt in ckpt_dirs:   # the fold's budget is shared by the ensemble's members

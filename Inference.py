@@ -21,7 +21,7 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import remove_small_components
-from model.predict import DECODINGS, check_decoding, restored_predictor
+from model.predict import DECODINGS, check_decoding, restored_predictor, tumour_threshold_for
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
@@ -107,18 +107,10 @@ def segment(session, predictor, patient, output_path, args):
     return labels
 
 
-def tumour_threshold(args):
-    """The threshold to decode with: --tumour-threshold if given, else TUMOUR_THRESHOLD for
-    regions decoding and 0.5 (the threshold argmax implies) for argmax."""
-    if args.tumour_threshold is not None:
-        return args.tumour_threshold
-    return TUMOUR_THRESHOLD if args.decoding == 'regions' else 0.5
-
-
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
-    args.tumour_threshold = tumour_threshold(args)
+    args.tumour_threshold = tumour_threshold_for(args.decoding, args.tumour_threshold, TUMOUR_THRESHOLD)
     check_decoding(args.decoding, args.tumour_threshold)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)

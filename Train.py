@@ -3,8 +3,9 @@
 Reads the TFRecords of create_pascal_tf_record.py, trains with softmax cross-entropy + a soft
 Dice term + L2 weight decay and Adam, and writes CKPT/model.ckpt-<step>, CKPT/config.json and TensorBoard
 events. Rerunning resumes from the latest checkpoint; --num-steps is the total global step
-to reach. With a validation list, whole volumes are predicted every few steps and the best
-checkpoint by mean WT/TC/ET Dice is kept in CKPT/best/. SIGINT/SIGTERM save the step reached
+to reach. With a validation list, whole volumes are predicted every few steps, decoded as
+Inference.py's defaults decode them, and the best checkpoint by mean WT/TC/ET Dice (or one
+region's, --select-on) is kept in CKPT/best/. SIGINT/SIGTERM save the step reached
 and exit with 128 + the signal's number (130, 143), so a caller can tell it did not finish.
 """
 import math
@@ -19,7 +20,8 @@ from model.input import AugmentConfig
 from model.lists import read_patient_list
 from model.losses import LossConfig
 from model.records import resolve_records
-from model.training import Schedule, TrainingError, TrainingStopped, train
+from model.predict import DECODINGS, tumour_threshold_for
+from model.training import SELECTION_SCORES, Schedule, TrainingError, TrainingStopped, ValidationConfig, train
 
 TRAIN_RECORDS = 'data/records/train-*'
 VAL_LIST = 'data/lists/val.txt'   # used when it exists; --val-list '' turns validation off
@@ -54,6 +56,11 @@ SAVE_EVERY_MINUTES = 10.0
 KEEP_CHECKPOINTS = 5
 SUMMARY_EVERY_STEPS = 100
 VALIDATE_EVERY_STEPS = 2000
+# Validation predicts as Inference.py's defaults do, so CKPT/best/ is best at what Inference.py writes.
+VAL_FLIP = True
+VAL_DECODING = 'regions'          # 'regions' or 'argmax' (see Inference.py)
+VAL_TUMOUR_THRESHOLD = 0.2        # regions decoding only
+SELECT_ON = 'mean'                # the validation Dice that picks CKPT/best/: 'mean' of WT/TC/ET, or WT, TC, ET
 TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much training time
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
 SEED = 0                          # initial weights and slice stream; same seed, same batches
@@ -94,6 +101,14 @@ def parse_args(argv):
     add('--keep-checkpoints', type=int, default=KEEP_CHECKPOINTS)
     add('--summary-every-steps', type=int, default=SUMMARY_EVERY_STEPS)
     add('--validate-every-steps', type=int, default=VALIDATE_EVERY_STEPS)
+    add('--val-flip', type=cli.on_off, default=VAL_FLIP,
+        help='validation averages with the left-right flipped input (on/off)')
+    add('--val-decoding', choices=DECODINGS, default=VAL_DECODING, help='how validation labels are decoded')
+    add('--val-tumour-threshold', type=float, default=None,
+        help='regions decoding: tumour where P(WT) exceeds this (default {}; argmax decoding has none)'.format(
+            VAL_TUMOUR_THRESHOLD))
+    add('--select-on', choices=SELECTION_SCORES, default=SELECT_ON,
+        help="the validation Dice that picks CKPT/best/: 'mean' of WT/TC/ET, or one region's")
     add('--time-budget-minutes', type=float, default=TIME_BUDGET_MINUTES,
         help='stop and save after this many minutes of training (0: no limit)')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
@@ -127,6 +142,16 @@ def validation_patients(val_list):
     if val_list is None:
         val_list = VAL_LIST if os.path.isfile(VAL_LIST) else ''
     return read_patient_list(val_list, require_labels=True) if val_list else []
+
+
+def validation_config(args):
+    """The ValidationConfig the flags describe (bad values become one-line errors)."""
+    threshold = tumour_threshold_for(args.val_decoding, args.val_tumour_threshold, VAL_TUMOUR_THRESHOLD)
+    try:
+        return ValidationConfig(patients=tuple(validation_patients(args.val_list)), flip=args.val_flip,
+                                decoding=args.val_decoding, tumour_threshold=threshold, select_on=args.select_on)
+    except InputError as error:
+        raise InputError('--val-decoding/--val-tumour-threshold: {}'.format(error)) from None
 
 
 def check_resume(ckpt_dir, config, crop_size, normalization):
@@ -178,15 +203,15 @@ def main(argv=None):
     paths, sidecar = resolve_records(args.train_records)
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)
-    val_patients = validation_patients(args.val_list)
+    validation = validation_config(args)
     check_resume(args.ckpt_dir, config, args.crop_size, sidecar['normalization'])
     checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args), sidecar['normalization'])
     augment, losses, schedule = training_settings(args)
     print('training on {} slices of {} patients; validating on {} patients'.format(
-        sidecar['num_examples'], sidecar['num_patients'], len(val_patients)))
+        sidecar['num_examples'], sidecar['num_patients'], len(validation.patients)))
     try:
         step = train(paths, sidecar, config, augment, losses, schedule, args.batch_size, args.ckpt_dir,
-                     args.log_dir or os.path.join(args.ckpt_dir, 'logs'), val_patients,
+                     args.log_dir or os.path.join(args.ckpt_dir, 'logs'), validation,
                      args.gpu_memory_fraction, args.bfloat16, args.seed)
     except TrainingError as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)

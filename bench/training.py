@@ -101,7 +101,7 @@ def rows(result):
 def _measuring_train(mode, steps, warmup, report):
     """A stand-in for model.training.train with the same signature, that times steps."""
     def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-                        batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0,
+                        batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0,
                         bfloat16=False, seed=0):
         import numpy as np
         import tensorflow.compat.v1 as tf

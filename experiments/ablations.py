@@ -140,10 +140,10 @@ ROWS = (
     Row('jitter-0.5-ensemble-2', 'two networks with intensity jitter 0.5, 10 minutes each, probabilities averaged',
         JITTER_RECIPE, ARGMAX, '', ensemble=2),
     Row('validation-selected', "Train.py's defaults (seed 1) on 7 of the 8 training patients, keeping the checkpoint "
-        "of best validation Dice on the 8th (checked every 200 steps and at the end); Inference.py's defaults "
-        "on that checkpoint (--checkpoint best)",
-        JITTER_RECIPE + ' --seed 1 --validate-every-steps 200', DEFAULT_TEST_TIME + ' --checkpoint best', '',
-        val_patients=1),
+        "of best mean validation Dice on the 8th (checked every 200 steps and at the end, argmax without flip, as "
+        "Train.py validated then); Inference.py's defaults on that checkpoint (--checkpoint best)",
+        JITTER_RECIPE + ' --seed 1 --validate-every-steps 200 --val-decoding argmax --val-flip off',
+        DEFAULT_TEST_TIME + ' --checkpoint best', '', val_patients=1),
     Row('validation-selected-last', '+ the last checkpoint instead of the validation-selected one', '',
         DEFAULT_TEST_TIME + ' --checkpoint latest', 'validation-selected'),
 )

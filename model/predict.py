@@ -59,6 +59,14 @@ def check_decoding(decoding, tumour_threshold=0.5):
         raise InputError('a tumour threshold other than 0.5 needs regions decoding')
 
 
+def tumour_threshold_for(decoding, threshold, regions_default):
+    """`threshold` when given (not None), else `regions_default` for regions decoding and 0.5,
+    the threshold argmax implies, for argmax."""
+    if threshold is not None:
+        return threshold
+    return regions_default if decoding == 'regions' else 0.5
+
+
 def decode(probabilities, decoding, tumour_threshold=0.5):
     """uint8 labels of [..., 5] class probabilities by 'argmax' (the paper's) or 'regions'."""
     if decoding == 'regions':

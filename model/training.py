@@ -20,13 +20,15 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 from model import checkpoints
+from model.atomic import atomic_output
 from model.brats import load_patient
 from model.dcr import build_network
 from model.input import training_dataset
 from model.labels import REGION_NAMES, region_mask
 from model.losses import segmentation_loss
+from model.errors import InputError
 from model.metrics import dice
-from model.predict import Predictor, session_config
+from model.predict import Predictor, check_decoding, session_config
 
 BEST_SCORE_FILE = 'best.json'
 
@@ -61,6 +63,27 @@ class Schedule:
     def time_budget_seconds(self):
         """The training-time budget in seconds; 0 when there is none."""
         return 60.0 * self.time_budget_minutes
+
+
+SELECTION_SCORES = ('mean',) + tuple(REGION_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """Whole-volume validation during training: on whom, decoded how (as model.predict.Predictor
+    takes it), and which Dice picks the checkpoint kept in CKPT/best/ ('mean' of WT/TC/ET or one
+    region)."""
+    patients: tuple = ()
+    flip: bool = False
+    decoding: str = 'argmax'
+    tumour_threshold: float = 0.5
+    select_on: str = 'mean'
+
+    def __post_init__(self):
+        check_decoding(self.decoding, self.tumour_threshold)
+        if self.select_on not in SELECTION_SCORES:
+            raise InputError('validation selects on one of {}, not {!r}'.format(
+                ', '.join(SELECTION_SCORES), self.select_on))
 
 
 def learning_rate(schedule, progress):
@@ -165,42 +188,44 @@ def validate(session, predictor, patients):
 
 
 class BestCheckpoint:
-    """Keeps the checkpoint with the best mean validation Dice in CKPT/best/."""
+    """Keeps the checkpoint with the best validation Dice `select_on` in CKPT/best/."""
 
-    def __init__(self, ckpt_dir):
+    def __init__(self, ckpt_dir, select_on='mean'):
         self.directory = os.path.join(ckpt_dir, checkpoints.BEST_DIR)
         self.saver = tf.train.Saver(max_to_keep=1, name='best_saver', save_relative_paths=True)
+        self.select_on = select_on
         self.score = -math.inf
         path = os.path.join(self.directory, BEST_SCORE_FILE)
-        if os.path.exists(path):
+        if os.path.exists(path):   # every score is stored, so a resumed run may select on another
             with open(path) as stream:
-                self.score = json.load(stream)['mean']
+                self.score = json.load(stream)[select_on]
 
     def offer(self, session, scores, step):
-        """Save when `scores['mean']` beats the best so far; returns True when saved."""
-        if scores['mean'] <= self.score:
+        """Save when `scores[select_on]` beats the best so far; returns True when saved."""
+        if scores[self.select_on] <= self.score:
             return False
         os.makedirs(self.directory, exist_ok=True)
         self.saver.save(session, os.path.join(self.directory, checkpoints.CHECKPOINT_PREFIX),
                         global_step=step)
-        with open(os.path.join(self.directory, BEST_SCORE_FILE), 'w') as stream:
-            json.dump(dict(scores, step=step), stream)
-        self.score = scores['mean']
+        with atomic_output(os.path.join(self.directory, BEST_SCORE_FILE)) as partial:
+            with open(partial, 'w') as stream:
+                json.dump(dict(scores, step=step, selected_on=self.select_on), stream)
+        self.score = scores[self.select_on]
         return True
 
 
 class Trainer:
     """Runs the training loop of one run directory."""
 
-    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor=None, val_patients=()):
+    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor=None, validation=ValidationConfig()):
         self.ckpt_dir = ckpt_dir
         self.graph = graph
         self.schedule = schedule
         self.predictor = predictor
-        self.val_patients = list(val_patients)
+        self.val_patients = list(validation.patients)
         # Relative paths in CKPT/checkpoint keep a moved or copied run folder resumable.
         self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints, save_relative_paths=True)
-        self.best = BestCheckpoint(ckpt_dir) if self.val_patients else None
+        self.best = BestCheckpoint(ckpt_dir, validation.select_on) if self.val_patients else None
         self.writer = tf.summary.FileWriter(log_dir)
         self.log = tqdm.write
 
@@ -318,9 +343,12 @@ def run_seed(seed, ckpt_dir):
 
 
 def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-          batch_size, ckpt_dir, log_dir, val_patients=(), gpu_memory_fraction=0.0, bfloat16=False, seed=0):
+          batch_size, ckpt_dir, log_dir, validation=ValidationConfig(), gpu_memory_fraction=0.0, bfloat16=False,
+          seed=0):
     """Build the graph and run training to schedule.num_steps; returns the final step.
 
+    validation: a ValidationConfig; with patients, they are predicted every
+      schedule.validate_every_steps and at the end, and the best checkpoint is kept.
     bfloat16: mixed-precision convolutions on the CPU (see model.predict.session_config).
     seed: a non-negative int fixing the initial weights and the slice stream (see run_seed).
     """
@@ -330,7 +358,9 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
         batch = tf.data.make_one_shot_iterator(
             training_dataset(shard_paths, sidecar, batch_size, augment_config, stream_seed)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
-        predictor = Predictor(network_config, batch_size=batch_size, normalization=sidecar['normalization'])
-        trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, val_patients)
+        predictor = Predictor(network_config, batch_size=batch_size, flip=validation.flip,
+                              decoding=validation.decoding, tumour_threshold=validation.tumour_threshold,
+                              normalization=sidecar['normalization'])
+        trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, validation)
         with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
             return trainer.run(session, batch_size)

@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
 
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
+import Inference  # noqa: E402
 import Train  # noqa: E402
 from model import checkpoints, phantom, training  # noqa: E402
 from model.brats import find_patients  # noqa: E402
@@ -121,7 +122,8 @@ def test_tensorboard_events_in_the_log_dir(first_run):
 
 def test_validation_keeps_the_best_checkpoint(first_run):
     best = first_run['best']
-    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step'}
+    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'selected_on'}
+    assert best['selected_on'] == 'mean'
     assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
     np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
     assert first_run['best_checkpoint'] == os.path.join(
@@ -310,6 +312,50 @@ def test_a_resumed_run_draws_a_stream_of_its_own(first_run, tmp_path):
     assert training.run_seed(0, first_run['ckpt']) != training.run_seed(0, fresh)
 
 
+@pytest.mark.parametrize('flags, problem', [
+    (['--val-decoding', 'argmax', '--val-tumour-threshold', '0.3'], 'needs regions decoding'),
+    (['--val-tumour-threshold', '1.5'], 'between 0 and 1'),
+])
+def test_a_validation_decoding_that_cannot_work_is_refused(data, tmp_path, flags, problem):
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', *TINY_RUN, *flags, val_list=data['val'])
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--val-tumour-threshold' in lines[0] and problem in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
+
+
+def offer_all(ckpt_dir, select_on, offers):
+    """Offer each scores dict in turn to a BestCheckpoint; returns which were saved."""
+    with tf.Graph().as_default():
+        tf.Variable(1.0, name='weight')
+        best = training.BestCheckpoint(ckpt_dir, select_on)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            return [best.offer(session, scores, step) for step, scores in enumerate(offers, 1)]
+
+
+def scores(wt, tc, et):
+    return dict(WT=wt, TC=tc, ET=et, mean=(wt + tc + et) / 3)
+
+
+def test_the_best_checkpoint_is_chosen_on_the_selected_score_and_resumes_on_it(tmp_path):
+    ckpt = str(tmp_path)
+    assert offer_all(ckpt, 'WT', [scores(0.5, 0.9, 0.9), scores(0.6, 0.1, 0.1), scores(0.55, 0.9, 0.9)]) \
+        == [True, True, False]
+    with open(os.path.join(ckpt, checkpoints.BEST_DIR, training.BEST_SCORE_FILE)) as stream:
+        best = json.load(stream)
+    assert (best['step'], best['selected_on'], best['WT']) == (2, 'WT', 0.6)
+    assert tf.train.latest_checkpoint(os.path.join(ckpt, checkpoints.BEST_DIR)).endswith('model.ckpt-2')
+    # A resumed run compares with the stored score it selects on: WT 0.6 here, mean 0.267 below.
+    assert offer_all(ckpt, 'WT', [scores(0.59, 0.9, 0.9)]) == [False]
+    assert offer_all(ckpt, 'mean', [scores(0.3, 0.3, 0.3)]) == [True]
+
+
+def test_an_unknown_selection_score_is_refused():
+    with pytest.raises(InputError, match='selects on one of mean, WT, TC, ET'):
+        training.ValidationConfig(select_on='dice')
+
+
 def test_a_negative_seed_is_refused(data, tmp_path):
     code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', '--seed', '-1', *TINY_RUN)
     assert code == 2
@@ -326,13 +372,14 @@ def histogram_run(data):
                                          '--normalization', 'histogram']) == 0
     histogram_data = dict(data, records=os.path.join(records_dir, 'train-*'))
     ckpt = os.path.join(data['root'], 'histogram-run')
-    validation_normalizations = []
+    validation_settings = []
 
     class RecordingPredictor(training.Predictor):
-        """The real Predictor, noting the normalisation each validation prediction applies."""
+        """The real Predictor, noting the normalisation and decoding of each validation prediction."""
 
         def predict(self, session, image):
-            validation_normalizations.append(self.normalization)
+            validation_settings.append(dict(normalization=self.normalization, flip=self.flip,
+                                            decoding=self.decoding, tumour_threshold=self.tumour_threshold))
             return super().predict(session, image)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -340,13 +387,20 @@ def histogram_run(data):
         code, out, err = train(histogram_data, ckpt, '--num-steps', '1', *TINY_RUN, val_list=data['val'])
     assert code == 0, err
     return {'ckpt': ckpt, 'normalization': resolve_records(histogram_data['records'])[1]['normalization'],
-            'validation_normalizations': validation_normalizations}
+            'validation_settings': validation_settings}
 
 
 def test_validation_during_a_histogram_run_standardises_with_the_records_scale(histogram_run):
-    assert histogram_run['validation_normalizations']
-    assert all(normalization == histogram_run['normalization']
-               for normalization in histogram_run['validation_normalizations'])
+    assert histogram_run['validation_settings']
+    assert all(settings['normalization'] == histogram_run['normalization']
+               for settings in histogram_run['validation_settings'])
+
+
+def test_validation_decodes_as_inference_does_by_default(histogram_run):
+    inference_defaults = dict(flip=Inference.FLIP, decoding=Inference.DECODING,
+                              tumour_threshold=Inference.TUMOUR_THRESHOLD)
+    assert all({key: settings[key] for key in inference_defaults} == inference_defaults
+               for settings in histogram_run['validation_settings'])
 
 
 def test_a_histogram_run_hands_its_records_scale_to_inference(histogram_run):

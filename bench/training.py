@@ -1,7 +1,7 @@
 """Benchmark 2: Train.py's step rate on the real input pipeline against one constant batch.
 
-Both runs are child processes that call Train.main with the same flags (full width, crop 224,
-batch 8, DCR-A, the script's defaults otherwise). Train.main parses the flags and builds every
+Both runs are child processes that call Train.main with the same flags (full width, batch 8,
+DCR-A, the script's defaults otherwise, so its default training crop). Train.main parses the flags and builds every
 configuration object itself; only model.training.train, the function it hands them to, is
 replaced by `_measuring_train`, which builds the graph as `train` does:
 
@@ -28,8 +28,7 @@ from bench.common import ROOT, median, row, run_child
 from model.cpu import cpu_has_bfloat16
 
 BATCH_SIZE = 8
-NETWORK_FLAGS = ['--batch-size', str(BATCH_SIZE), '--dcr-type', 'A', '--width', '1.0',
-                 '--crop-size', '224']
+NETWORK_FLAGS = ['--batch-size', str(BATCH_SIZE), '--dcr-type', 'A', '--width', '1.0']
 STEPS, QUICK_STEPS = 20, 3
 WARMUP_STEPS, QUICK_WARMUP_STEPS = 3, 1
 MODES = ('pipeline', 'constant', 'input', 'bfloat16')   # input: the pipeline alone, no network
@@ -76,7 +75,8 @@ def run(work, quick=False):
 def rows(result):
     """Table rows of a result of `run`."""
     ratio, peak = result['ratio_pipeline_to_constant'], result['pipeline_peak_rss_gib']
-    timed = '{} steps after {} warm-up'.format(result['steps'], result['warmup_steps'])
+    timed = 'crop {}, {} steps after {} warm-up'.format(result['augment']['crop_size'], result['steps'],
+                                                        result['warmup_steps'])
     table = [
         row('Train.py, real pipeline ({})'.format(timed), result['pipeline_slices_per_s'], 'slices/s'),
         row('same graph, constant batch ({})'.format(timed), result['constant_slices_per_s'], 'slices/s'),

@@ -107,10 +107,15 @@ def segment(session, predictor, patient, output_path, args):
     return labels
 
 
+def tumour_threshold(args):
+    """The threshold to decode with: --tumour-threshold if given, else the decoding's default."""
+    return tumour_threshold_for(args.decoding, args.tumour_threshold, TUMOUR_THRESHOLD)
+
+
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
-    args.tumour_threshold = tumour_threshold_for(args.decoding, args.tumour_threshold, TUMOUR_THRESHOLD)
+    args.tumour_threshold = tumour_threshold(args)
     check_decoding(args.decoding, args.tumour_threshold)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)

@@ -20,7 +20,7 @@ from model.input import AugmentConfig
 from model.lists import read_patient_list
 from model.losses import LossConfig
 from model.records import resolve_records
-from model.predict import DECODINGS, tumour_threshold_for
+from model.predict import DECODINGS, check_decoding, tumour_threshold_for
 from model.training import SELECTION_SCORES, Schedule, TrainingError, TrainingStopped, ValidationConfig, train
 
 TRAIN_RECORDS = 'data/records/train-*'
@@ -146,12 +146,15 @@ def validation_patients(val_list):
 
 def validation_config(args):
     """The ValidationConfig the flags describe (bad values become one-line errors)."""
-    threshold = tumour_threshold_for(args.val_decoding, args.val_tumour_threshold, VAL_TUMOUR_THRESHOLD)
+    args.val_tumour_threshold = tumour_threshold_for(args.val_decoding, args.val_tumour_threshold,
+                                                     VAL_TUMOUR_THRESHOLD)   # config.json records it
     try:
-        return ValidationConfig(patients=tuple(validation_patients(args.val_list)), flip=args.val_flip,
-                                decoding=args.val_decoding, tumour_threshold=threshold, select_on=args.select_on)
+        check_decoding(args.val_decoding, args.val_tumour_threshold)
     except InputError as error:
         raise InputError('--val-decoding/--val-tumour-threshold: {}'.format(error)) from None
+    return ValidationConfig(patients=tuple(validation_patients(args.val_list)), flip=args.val_flip,
+                            decoding=args.val_decoding, tumour_threshold=args.val_tumour_threshold,
+                            select_on=args.select_on)
 
 
 def check_resume(ckpt_dir, config, crop_size, normalization):

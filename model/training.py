@@ -72,7 +72,8 @@ SELECTION_SCORES = ('mean',) + tuple(REGION_NAMES)
 class ValidationConfig:
     """Whole-volume validation during training: on whom, decoded how (as model.predict.Predictor
     takes it), and which Dice picks the checkpoint kept in CKPT/best/ ('mean' of WT/TC/ET or one
-    region)."""
+    region). The defaults are Predictor's and those of runs made before the decoding could be
+    chosen; Train.py's are Inference.py's defaults."""
     patients: tuple = ()
     flip: bool = False
     decoding: str = 'argmax'
@@ -84,6 +85,10 @@ class ValidationConfig:
         if self.select_on not in SELECTION_SCORES:
             raise InputError('validation selects on one of {}, not {!r}'.format(
                 ', '.join(SELECTION_SCORES), self.select_on))
+
+    def scoring(self):
+        """What makes two validation scores comparable: every setting but the patients."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name != 'patients'}
 
 
 def learning_rate(schedule, progress):
@@ -188,36 +193,52 @@ def validate(session, predictor, patients):
 
 
 class BestCheckpoint:
-    """Keeps the checkpoint with the best validation Dice `select_on` in CKPT/best/."""
+    """Keeps the checkpoint with the best validation Dice in CKPT/best/, and in CKPT/best/best.json
+    its scores, its step and the validation settings that scored it.
 
-    def __init__(self, ckpt_dir, select_on='mean'):
+    A resumed run goes on comparing with the kept score only when that was scored with the same
+    settings (a best.json without them: ValidationConfig's defaults) and belongs to the checkpoint
+    in CKPT/best/ (a kill between the two writes can part them); otherwise selection starts again.
+    """
+
+    def __init__(self, ckpt_dir, validation, log=print):
         self.directory = os.path.join(ckpt_dir, checkpoints.BEST_DIR)
         self.saver = tf.train.Saver(max_to_keep=1, name='best_saver', save_relative_paths=True)
-        self.select_on = select_on
+        self.scoring = validation.scoring()
         self.score = -math.inf
         path = os.path.join(self.directory, BEST_SCORE_FILE)
-        if os.path.exists(path):   # every score is stored, so a resumed run may select on another
-            with open(path) as stream:
-                self.score = json.load(stream)[select_on]
+        if not os.path.exists(path):
+            return
+        with open(path) as stream:
+            kept = json.load(stream)
+        kept_scoring = dict(ValidationConfig().scoring(), **{name: kept[name] for name in self.scoring if name in kept})
+        latest = tf.train.latest_checkpoint(self.directory)
+        if kept_scoring != self.scoring:
+            log('{}: scored with other validation settings ({}); selection starts again'.format(path, kept_scoring))
+        elif latest is None or checkpoints.step_of(latest) != kept['step']:
+            log('{}: not the scores of the checkpoint kept beside it; selection starts again'.format(path))
+        else:
+            self.score = kept[self.scoring['select_on']]
 
     def offer(self, session, scores, step):
-        """Save when `scores[select_on]` beats the best so far; returns True when saved."""
-        if scores[self.select_on] <= self.score:
+        """Save when the selected score beats the best so far; returns True when saved."""
+        score = scores[self.scoring['select_on']]
+        if score <= self.score:
             return False
         os.makedirs(self.directory, exist_ok=True)
         self.saver.save(session, os.path.join(self.directory, checkpoints.CHECKPOINT_PREFIX),
                         global_step=step)
         with atomic_output(os.path.join(self.directory, BEST_SCORE_FILE)) as partial:
             with open(partial, 'w') as stream:
-                json.dump(dict(scores, step=step, selected_on=self.select_on), stream)
-        self.score = scores[self.select_on]
+                json.dump(dict(scores, step=step, **self.scoring), stream)
+        self.score = score
         return True
 
 
 class Trainer:
     """Runs the training loop of one run directory."""
 
-    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor=None, validation=ValidationConfig()):
+    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor, validation):
         self.ckpt_dir = ckpt_dir
         self.graph = graph
         self.schedule = schedule
@@ -225,9 +246,9 @@ class Trainer:
         self.val_patients = list(validation.patients)
         # Relative paths in CKPT/checkpoint keep a moved or copied run folder resumable.
         self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints, save_relative_paths=True)
-        self.best = BestCheckpoint(ckpt_dir, validation.select_on) if self.val_patients else None
-        self.writer = tf.summary.FileWriter(log_dir)
         self.log = tqdm.write
+        self.best = BestCheckpoint(ckpt_dir, validation, self.log) if self.val_patients else None
+        self.writer = tf.summary.FileWriter(log_dir)
 
     def restore_or_initialize(self, session):
         """Resume from CKPT's latest checkpoint, or initialise; returns the global step."""
@@ -343,16 +364,16 @@ def run_seed(seed, ckpt_dir):
 
 
 def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-          batch_size, ckpt_dir, log_dir, validation=ValidationConfig(), gpu_memory_fraction=0.0, bfloat16=False,
-          seed=0):
+          batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0, bfloat16=False, seed=0):
     """Build the graph and run training to schedule.num_steps; returns the final step.
 
-    validation: a ValidationConfig; with patients, they are predicted every
+    validation: a ValidationConfig (None: no validation); its patients are predicted every
       schedule.validate_every_steps and at the end, and the best checkpoint is kept.
     bfloat16: mixed-precision convolutions on the CPU (see model.predict.session_config).
     seed: a non-negative int fixing the initial weights and the slice stream (see run_seed).
     """
     stream_seed = run_seed(seed, ckpt_dir)
+    validation = validation or ValidationConfig()
     with tf.Graph().as_default():
         tf.set_random_seed(stream_seed)
         batch = tf.data.make_one_shot_iterator(

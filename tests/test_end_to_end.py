@@ -23,7 +23,6 @@ import Train  # noqa: E402
 from model import checkpoints, phantom  # noqa: E402
 from model.brats import find_patients  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
-from model.predict import tumour_threshold_for  # noqa: E402
 
 SHAPE = (24, 96, 96)
 RUN_NAME = 'e2e'
@@ -240,8 +239,7 @@ def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
 ])
 def test_inference_decodes_regions_at_its_tumour_threshold_unless_told_otherwise(flags, decoding, threshold):
     args = Inference.parse_args(flags)
-    assert (args.decoding, tumour_threshold_for(args.decoding, args.tumour_threshold, Inference.TUMOUR_THRESHOLD)) \
-        == (decoding, threshold)
+    assert (args.decoding, Inference.tumour_threshold(args)) == (decoding, threshold)
 
 
 @pytest.mark.parametrize('flags, flip', [([], True), (['--flip'], True), (['--flip', 'off'], False),

@@ -122,8 +122,9 @@ def test_tensorboard_events_in_the_log_dir(first_run):
 
 def test_validation_keeps_the_best_checkpoint(first_run):
     best = first_run['best']
-    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'selected_on'}
-    assert best['selected_on'] == 'mean'
+    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'flip', 'tumour_threshold'}
+    assert (best['select_on'], best['decoding'], best['flip'], best['tumour_threshold']) == (
+        Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_FLIP, Train.VAL_TUMOUR_THRESHOLD)
     assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
     np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
     assert first_run['best_checkpoint'] == os.path.join(
@@ -324,31 +325,86 @@ def test_a_validation_decoding_that_cannot_work_is_refused(data, tmp_path, flags
     assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))
 
 
-def offer_all(ckpt_dir, select_on, offers):
-    """Offer each scores dict in turn to a BestCheckpoint; returns which were saved."""
+def offer_all(ckpt_dir, validation, offers):
+    """Offer each scores dict in turn to a BestCheckpoint; returns which were saved and what it logged."""
+    logged = []
     with tf.Graph().as_default():
         tf.Variable(1.0, name='weight')
-        best = training.BestCheckpoint(ckpt_dir, select_on)
+        best = training.BestCheckpoint(ckpt_dir, validation, logged.append)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
-            return [best.offer(session, scores, step) for step, scores in enumerate(offers, 1)]
+            return [best.offer(session, scores, step) for step, scores in enumerate(offers, 1)], logged
 
 
 def scores(wt, tc, et):
     return dict(WT=wt, TC=tc, ET=et, mean=(wt + tc + et) / 3)
 
 
-def test_the_best_checkpoint_is_chosen_on_the_selected_score_and_resumes_on_it(tmp_path):
-    ckpt = str(tmp_path)
-    assert offer_all(ckpt, 'WT', [scores(0.5, 0.9, 0.9), scores(0.6, 0.1, 0.1), scores(0.55, 0.9, 0.9)]) \
-        == [True, True, False]
-    with open(os.path.join(ckpt, checkpoints.BEST_DIR, training.BEST_SCORE_FILE)) as stream:
+def best_json(ckpt_dir):
+    return os.path.join(ckpt_dir, checkpoints.BEST_DIR, training.BEST_SCORE_FILE)
+
+
+def test_the_best_checkpoint_is_chosen_on_the_selected_score(tmp_path):
+    ckpt, on_wt = str(tmp_path), training.ValidationConfig(select_on='WT')
+    saved, _ = offer_all(ckpt, on_wt, [scores(0.5, 0.9, 0.9), scores(0.6, 0.1, 0.1), scores(0.55, 0.9, 0.9)])
+    assert saved == [True, True, False]
+    with open(best_json(ckpt)) as stream:
         best = json.load(stream)
-    assert (best['step'], best['selected_on'], best['WT']) == (2, 'WT', 0.6)
+    assert (best['step'], best['select_on'], best['WT']) == (2, 'WT', 0.6)
     assert tf.train.latest_checkpoint(os.path.join(ckpt, checkpoints.BEST_DIR)).endswith('model.ckpt-2')
-    # A resumed run compares with the stored score it selects on: WT 0.6 here, mean 0.267 below.
-    assert offer_all(ckpt, 'WT', [scores(0.59, 0.9, 0.9)]) == [False]
-    assert offer_all(ckpt, 'mean', [scores(0.3, 0.3, 0.3)]) == [True]
+    # Resumed with the same settings, it compares with the kept WT Dice 0.6.
+    assert offer_all(ckpt, on_wt, [scores(0.59, 0.9, 0.9)]) == ([False], [])
+
+
+@pytest.mark.parametrize('resumed_with', [training.ValidationConfig(select_on='mean'),
+                                          training.ValidationConfig(select_on='WT', flip=True)])
+def test_selection_starts_again_when_resumed_with_other_validation_settings(tmp_path, resumed_with):
+    ckpt = str(tmp_path)
+    offer_all(ckpt, training.ValidationConfig(select_on='WT'), [scores(0.9, 0.9, 0.9)])
+    saved, logged = offer_all(ckpt, resumed_with, [scores(0.2, 0.2, 0.2)])
+    assert saved == [True]
+    assert len(logged) == 1 and 'other validation settings' in logged[0]
+
+
+def test_selection_starts_again_when_best_json_is_not_of_the_kept_checkpoint(tmp_path):
+    ckpt, validation = str(tmp_path), training.ValidationConfig()
+    offer_all(ckpt, validation, [scores(0.9, 0.9, 0.9)])
+    with open(best_json(ckpt)) as stream:
+        best = json.load(stream)
+    with open(best_json(ckpt), 'w') as stream:   # as if killed between the checkpoint and its scores
+        json.dump(dict(best, step=7), stream)
+    saved, logged = offer_all(ckpt, validation, [scores(0.2, 0.2, 0.2)])
+    assert saved == [True]
+    assert len(logged) == 1 and 'not the scores of the checkpoint' in logged[0]
+
+
+def test_a_best_json_of_an_older_run_counts_as_argmax_validation_on_the_mean(tmp_path):
+    ckpt = str(tmp_path)
+    offer_all(ckpt, training.ValidationConfig(), [scores(0.9, 0.9, 0.9)])
+    with open(best_json(ckpt)) as stream:
+        best = json.load(stream)
+    with open(best_json(ckpt), 'w') as stream:
+        json.dump({name: best[name] for name in ('WT', 'TC', 'ET', 'mean', 'step')}, stream)
+    assert offer_all(ckpt, training.ValidationConfig(), [scores(0.2, 0.2, 0.2)]) == ([False], [])
+
+
+def test_validation_flags_reach_the_validation_config():
+    args = Train.parse_args(['--val-list', '', '--val-decoding', 'argmax', '--val-flip', 'off',
+                             '--select-on', 'WT'])
+    validation = Train.validation_config(args)
+    assert validation == training.ValidationConfig(patients=(), flip=False, decoding='argmax',
+                                                   tumour_threshold=0.5, select_on='WT')
+    assert args.val_tumour_threshold == 0.5   # resolved, so config.json records it
+    defaults = Train.validation_config(Train.parse_args(['--val-list', '']))
+    assert (defaults.flip, defaults.decoding, defaults.tumour_threshold) == (True, 'regions', 0.2)
+
+
+def test_a_missing_validation_list_is_named(data, tmp_path):
+    missing = str(tmp_path / 'no-such-list.txt')
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', *TINY_RUN, val_list=missing)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and missing in lines[0] and '--val-decoding' not in lines[0], lines
 
 
 def test_an_unknown_selection_score_is_refused():
@@ -397,6 +453,7 @@ def test_validation_during_a_histogram_run_standardises_with_the_records_scale(h
 
 
 def test_validation_decodes_as_inference_does_by_default(histogram_run):
+    assert histogram_run['validation_settings']
     inference_defaults = dict(flip=Inference.FLIP, decoding=Inference.DECODING,
                               tumour_threshold=Inference.TUMOUR_THRESHOLD)
     assert all({key: settings[key] for key in inference_defaults} == inference_defaults

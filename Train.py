@@ -20,7 +20,7 @@ from model.input import AugmentConfig
 from model.lists import read_patient_list
 from model.losses import LossConfig
 from model.records import resolve_records
-from model.predict import DECODINGS, check_decoding, tumour_threshold_for
+from model.predict import DECODINGS, tumour_threshold_for
 from model.training import SELECTION_SCORES, Schedule, TrainingError, TrainingStopped, ValidationConfig, train
 
 TRAIN_RECORDS = 'data/records/train-*'
@@ -150,13 +150,12 @@ def validation_config(args):
     """The ValidationConfig the flags describe (bad values become one-line errors)."""
     args.val_tumour_threshold = tumour_threshold_for(args.val_decoding, args.val_tumour_threshold,
                                                      VAL_TUMOUR_THRESHOLD)   # config.json records it
-    try:
-        check_decoding(args.val_decoding, args.val_tumour_threshold)
+    patients = tuple(validation_patients(args.val_list))
+    try:   # --select-on is one of argparse's choices, so only the decoding can be refused here
+        return ValidationConfig(patients=patients, flip=args.val_flip, decoding=args.val_decoding,
+                                tumour_threshold=args.val_tumour_threshold, select_on=args.select_on)
     except InputError as error:
         raise InputError('--val-decoding/--val-tumour-threshold: {}'.format(error)) from None
-    return ValidationConfig(patients=tuple(validation_patients(args.val_list)), flip=args.val_flip,
-                            decoding=args.val_decoding, tumour_threshold=args.val_tumour_threshold,
-                            select_on=args.select_on)
 
 
 def check_resume(ckpt_dir, config, crop_size, normalization):

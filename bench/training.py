@@ -1,8 +1,8 @@
 """Benchmark 2: Train.py's step rate on the real input pipeline against one constant batch.
 
 Both runs are child processes that call Train.main with the same flags (full width, batch 8,
-DCR-A, the script's defaults otherwise, so its default training crop). Train.main parses the flags and builds every
-configuration object itself; only model.training.train, the function it hands them to, is
+DCR-A, the script's defaults otherwise, its training crop too). Train.main parses the flags and
+builds every configuration object itself; only model.training.train, the function it hands them to, is
 replaced by `_measuring_train`, which builds the graph as `train` does:
 
   (a) pipeline: model.input.training_dataset -> one-shot iterator -> build_training_graph

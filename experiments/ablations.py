@@ -35,7 +35,7 @@ def with_jitter(scale, shift):
     return BUDGET_RECIPE + ' --intensity-scale {:g} --intensity-shift {:g}'.format(scale, shift)
 
 
-JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from row intensity-jitter-0.5 to learning-rate-3e-3 (rate 1e-3)
+JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from intensity-jitter-0.5 until learning-rate-3e-3
 
 
 def test_time(threshold=None, flip=False):

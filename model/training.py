@@ -23,10 +23,10 @@ from model import checkpoints
 from model.atomic import atomic_output
 from model.brats import load_patient
 from model.dcr import build_network
+from model.errors import InputError
 from model.input import training_dataset
 from model.labels import REGION_NAMES, region_mask
 from model.losses import segmentation_loss
-from model.errors import InputError
 from model.metrics import dice
 from model.predict import Predictor, check_decoding, session_config
 
@@ -211,7 +211,7 @@ class BestCheckpoint:
             return
         with open(path) as stream:
             kept = json.load(stream)
-        kept_scoring = dict(ValidationConfig().scoring(), **{name: kept[name] for name in self.scoring if name in kept})
+        kept_scoring = {name: kept.get(name, unstated) for name, unstated in ValidationConfig().scoring().items()}
         latest = tf.train.latest_checkpoint(self.directory)
         if kept_scoring != self.scoring:
             log('{}: scored with other validation settings ({}); selection starts again'.format(path, kept_scoring))

@@ -36,6 +36,7 @@ def with_jitter(scale, shift):
 
 
 JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from intensity-jitter-0.5 until learning-rate-3e-3
+RATE_RECIPE = JITTER_RECIPE + ' --learning-rate 3e-3'   # Train.py's defaults since learning-rate-3e-3
 
 
 def test_time(threshold=None, flip=False):
@@ -131,6 +132,12 @@ ROWS = (
         "Inference.py's defaults", JITTER_RECIPE + ' --seed 1 --learning-rate 3e-4', DEFAULT_TEST_TIME, ''),
     Row('learning-rate-3e-3', "Train.py's defaults (seed 1) at learning rate 3e-3 (from 1e-3), cosine decay as before; "
         "Inference.py's defaults", JITTER_RECIPE + ' --seed 1 --learning-rate 3e-3', DEFAULT_TEST_TIME, ''),
+    Row('learning-rate-3e-3-seed-2', "learning-rate-3e-3 trained again with --seed 2 (Train.py's defaults); "
+        "Inference.py's defaults", RATE_RECIPE + ' --seed 2', DEFAULT_TEST_TIME, ''),
+    Row('lr-decay-none', "Train.py's defaults (seed 1, learning rate 3e-3) held constant instead of the cosine decay; "
+        "Inference.py's defaults", RATE_RECIPE + ' --seed 1 --lr-decay none', DEFAULT_TEST_TIME, ''),
+    Row('lr-decay-poly', "Train.py's defaults (seed 1, learning rate 3e-3) with polynomial decay (power 0.9) instead "
+        "of cosine; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --lr-decay poly', DEFAULT_TEST_TIME, ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -172,7 +179,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('batch-4', 'defaults-seed-1'), ('batch-16', 'defaults-seed-1'), ('spatial-natural', 'defaults-seed-1'),
           ('validation-selected', 'defaults-seed-1'), ('validation-selected', 'validation-selected-last'),
           ('validation-selected-last', 'defaults-seed-1'), ('learning-rate-3e-4', 'defaults-seed-1'),
-          ('learning-rate-3e-3', 'defaults-seed-1'))
+          ('learning-rate-3e-3', 'defaults-seed-1'), ('learning-rate-3e-3-seed-2', 'learning-rate-3e-3'),
+          ('lr-decay-none', 'learning-rate-3e-3'), ('lr-decay-poly', 'learning-rate-3e-3'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

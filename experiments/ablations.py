@@ -138,6 +138,11 @@ ROWS = (
         "Inference.py's defaults", RATE_RECIPE + ' --seed 1 --lr-decay none', DEFAULT_TEST_TIME, ''),
     Row('lr-decay-poly', "Train.py's defaults (seed 1, learning rate 3e-3) with polynomial decay (power 0.9) instead "
         "of cosine; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --lr-decay poly', DEFAULT_TEST_TIME, ''),
+    Row('spatial-strong-3e-3', "Train.py's defaults (seed 1, learning rate 3e-3) with spatial-jitter-strong's "
+        "rotations of ±20° and scaling by 1 ± 0.2; Inference.py's defaults",
+        RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
+    Row('spatial-strong-3e-3-seed-2', "spatial-strong-3e-3 trained again with --seed 2; Inference.py's defaults",
+        RATE_RECIPE + ' --seed 2 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -180,7 +185,9 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('validation-selected', 'defaults-seed-1'), ('validation-selected', 'validation-selected-last'),
           ('validation-selected-last', 'defaults-seed-1'), ('learning-rate-3e-4', 'defaults-seed-1'),
           ('learning-rate-3e-3', 'defaults-seed-1'), ('learning-rate-3e-3-seed-2', 'learning-rate-3e-3'),
-          ('lr-decay-none', 'learning-rate-3e-3'), ('lr-decay-poly', 'learning-rate-3e-3'))
+          ('lr-decay-none', 'learning-rate-3e-3'), ('lr-decay-poly', 'learning-rate-3e-3'),
+          ('spatial-strong-3e-3', 'learning-rate-3e-3'),
+          ('spatial-strong-3e-3-seed-2', 'learning-rate-3e-3-seed-2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

@@ -20,7 +20,7 @@ from model.brats import load_patient, write_volume
 from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
-from model.postprocess import remove_small_components
+from model.postprocess import check_component_limits
 from model.predict import DECODINGS, check_decoding, restored_predictor, tumour_threshold_for
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
@@ -33,6 +33,7 @@ FLIP = True                # test-time left-right flip averaging (see docs/accur
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
+MIN_COMPONENT_FRACTION = 0.0   # ... or than this fraction of the patient's largest (docs/accuracy.md); 0: keep all
 SAVE_PNG = False
 OVERWRITE = False
 GPU_MEMORY_FRACTION = 0.0
@@ -60,6 +61,9 @@ def parse_args(argv):
         'less precise); argmax decoding has none'.format(TUMOUR_THRESHOLD))
     add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
         help='drop tumour components smaller than this many voxels (0: off)')
+    add('--min-component-fraction', type=float, default=MIN_COMPONENT_FRACTION,
+        help="drop tumour components smaller than this fraction of the patient's largest (0: off; 1: keep the "
+        'largest alone; default {:g})'.format(MIN_COMPONENT_FRACTION))
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
     add('--overwrite', action='store_true', default=OVERWRITE, help='redo existing predictions')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
@@ -99,8 +103,6 @@ def segment(session, predictor, patient, output_path, args):
     with tqdm(total=int(image.any(axis=(1, 2, 3)).sum()), desc=patient.name, unit='slice',
               leave=False) as bar:
         labels = predictor.predict(session, image, progress=bar.update)
-    if args.min_component_size:
-        labels = remove_small_components(labels, args.min_component_size)
     write_volume(labels, geometry, output_path)
     if args.save_png:
         save_overlay_montage(image[..., 0], labels, os.path.join(args.output_dir, patient.name + '.png'))
@@ -117,13 +119,15 @@ def main(argv=None):
     args = parse_args(argv)
     args.tumour_threshold = tumour_threshold(args)
     check_decoding(args.decoding, args.tumour_threshold)
+    check_component_limits(args.min_component_size, args.min_component_fraction)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
     with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
                             gpu_memory_fraction=args.gpu_memory_fraction, batch_size=args.batch_size,
                             flip=args.flip, decoding=args.decoding,
-                            tumour_threshold=args.tumour_threshold) as (session, predictor, checkpoints):
+                            tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
+                            min_component_fraction=args.min_component_fraction) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

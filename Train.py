@@ -62,6 +62,7 @@ VALIDATE_EVERY_STEPS = 2000
 VAL_FLIP = True
 VAL_DECODING = 'regions'          # 'regions' or 'argmax' (see Inference.py)
 VAL_TUMOUR_THRESHOLD = 0.2        # regions decoding only
+VAL_MIN_COMPONENT_FRACTION = 0.0  # drop tumour components smaller than this fraction of the largest (see Inference.py)
 SELECT_ON = 'mean'                # the validation Dice that picks CKPT/best/: 'mean' of WT/TC/ET, or WT, TC, ET
 TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much training time
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
@@ -109,6 +110,8 @@ def parse_args(argv):
     add('--val-tumour-threshold', type=float, default=None,
         help='regions decoding: tumour where P(WT) exceeds this (default {}; argmax decoding has none)'.format(
             VAL_TUMOUR_THRESHOLD))
+    add('--val-min-component-fraction', type=float, default=VAL_MIN_COMPONENT_FRACTION,
+        help="validation drops tumour components smaller than this fraction of the patient's largest (0: off)")
     add('--select-on', choices=SELECTION_SCORES, default=SELECT_ON,
         help="the validation Dice that picks CKPT/best/: 'mean' of WT/TC/ET, or one region's")
     add('--time-budget-minutes', type=float, default=TIME_BUDGET_MINUTES,
@@ -151,11 +154,13 @@ def validation_config(args):
     args.val_tumour_threshold = tumour_threshold_for(args.val_decoding, args.val_tumour_threshold,
                                                      VAL_TUMOUR_THRESHOLD)   # config.json records it
     patients = tuple(validation_patients(args.val_list))
-    try:   # --select-on is one of argparse's choices, so only the decoding can be refused here
+    try:   # --select-on is one of argparse's choices, so only the decoding and the fraction can be refused here
         return ValidationConfig(patients=patients, flip=args.val_flip, decoding=args.val_decoding,
-                                tumour_threshold=args.val_tumour_threshold, select_on=args.select_on)
+                                tumour_threshold=args.val_tumour_threshold,
+                                min_component_fraction=args.val_min_component_fraction, select_on=args.select_on)
     except InputError as error:
-        raise InputError('--val-decoding/--val-tumour-threshold: {}'.format(error)) from None
+        raise InputError('--val-decoding/--val-tumour-threshold/--val-min-component-fraction: {}'.format(
+            error)) from None
 
 
 def check_resume(ckpt_dir, config, crop_size, normalization):

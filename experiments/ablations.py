@@ -39,17 +39,18 @@ JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from intensity-jit
 RATE_RECIPE = JITTER_RECIPE + ' --learning-rate 3e-3'   # Train.py's defaults since learning-rate-3e-3
 
 
-def test_time(threshold=None, flip=False):
-    """Inference.py flags stating a row's decoding and flip, so the row does not depend on
-    Inference.py's defaults: argmax when `threshold` is None, else region decoding with tumour
-    where P(WT) > threshold."""
+def test_time(threshold=None, flip=False, component_fraction=0.0):
+    """Inference.py flags stating a row's decoding, flip and component removal, so the row does not
+    depend on Inference.py's defaults: argmax when `threshold` is None, else region decoding with
+    tumour where P(WT) > threshold; tumour components smaller than `component_fraction` of the
+    largest removed."""
     decoding = '--decoding argmax' if threshold is None else '--decoding regions --tumour-threshold {:g}'.format(threshold)
-    return decoding + ' --flip ' + ('on' if flip else 'off')
+    return '{} --flip {} --min-component-fraction {:g}'.format(decoding, 'on' if flip else 'off', component_fraction)
 
 
 ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
 REGIONS = test_time(0.5)
-DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults since row defaults-2
+DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -147,9 +148,14 @@ ROWS = (
         "at about a third of the slices/s; argmax, no flip", RATE_RECIPE + ' --seed 1', ARGMAX, ''),
     Row('learning-rate-3e-3-avx2-defaults', "+ Inference.py's defaults (region decoding, tumour threshold 0.2, flip)", '',
         DEFAULT_TEST_TIME, 'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-components', "+ Inference.py's defaults and tumour components smaller than 0.1 "
+        "of the patient's largest removed", '', test_time(0.2, flip=True, component_fraction=0.1),
+        'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
+    Row('spatial-strong-3e-3-avx2-components', "+ tumour components smaller than 0.1 of the patient's largest "
+        "removed", '', test_time(0.2, flip=True, component_fraction=0.1), 'spatial-strong-3e-3-avx2'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -197,7 +203,9 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-seed-2', 'learning-rate-3e-3-seed-2'),
           ('learning-rate-3e-3-avx2', 'intensity-jitter-0.5-repeat'),
           ('learning-rate-3e-3-avx2-defaults', 'learning-rate-3e-3'),
-          ('spatial-strong-3e-3-avx2', 'learning-rate-3e-3-avx2-defaults'))
+          ('learning-rate-3e-3-avx2-components', 'learning-rate-3e-3-avx2-defaults'),
+          ('spatial-strong-3e-3-avx2', 'learning-rate-3e-3-avx2-defaults'),
+          ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

@@ -32,11 +32,13 @@ def parse_args(argv):
 
 
 def variants(min_component_size):
-    """(name, Inference.py flags) of every on/off combination."""
+    """(name, Inference.py flags) of every on/off combination; removal relative to the largest
+    component stays off, so that removal by size is measured alone."""
     components = ['--min-component-size', str(min_component_size)]
-    return [('plain', ['--flip', 'off']), ('flip', ['--flip', 'on']),
-            ('components >= {}'.format(min_component_size), ['--flip', 'off'] + components),
-            ('flip + components', ['--flip', 'on'] + components)]
+    return [(name, flags + ['--min-component-fraction', '0']) for name, flags in (
+        ('plain', ['--flip', 'off']), ('flip', ['--flip', 'on']),
+        ('components >= {}'.format(min_component_size), ['--flip', 'off'] + components),
+        ('flip + components', ['--flip', 'on'] + components))]
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ from model.dcr import OUTPUT_STRIDE, build_network
 from model.errors import InputError
 from model.losses import region_probabilities
 from model.normalization import ZSCORE, brain_mask, intensity_stats, normalize, standardize
+from model.postprocess import check_component_limits, remove_small_components
 
 WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
 
@@ -133,12 +134,15 @@ class Predictor:
     decoding; member k's variables live under the variable scope `member<k>` (see
     member_variables), a single network's at the top level, as in training. Volumes are
     standardised with `normalization`, the one the networks' training records were written with.
+    The labelled volume then loses its tumour components smaller than `min_component_size`
+    voxels or than `min_component_fraction` of its largest (model.postprocess).
     """
 
     def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
-                 tumour_threshold=0.5, normalization=ZSCORE):
+                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0):
         """network_config: a NetworkConfig, or a list of them for an ensemble."""
         check_decoding(decoding, tumour_threshold)
+        check_component_limits(min_component_size, min_component_fraction)
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
         if not self.network_configs:
             raise InputError('an ensemble needs at least one network')
@@ -148,6 +152,8 @@ class Predictor:
         self.tumour_threshold = tumour_threshold
         self.margin = margin
         self.normalization = normalization
+        self.min_component_size = min_component_size
+        self.min_component_fraction = min_component_fraction
         self._graphs = {}
 
     def build(self, graph):
@@ -230,6 +236,8 @@ class Predictor:
             labels[batch] = paste_window(cut, (len(batch),) + image.shape[1:3], window)
             if progress:
                 progress(len(batch))
+        if self.min_component_size or self.min_component_fraction:
+            labels = remove_small_components(labels, self.min_component_size, self.min_component_fraction)
         return labels
 
 
@@ -260,7 +268,8 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
     `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
     members must share one intensity normalisation.
-    predictor_options (batch_size, flip, decoding, tumour_threshold) go to Predictor.
+    predictor_options (batch_size, flip, decoding, tumour_threshold, min_component_size,
+    min_component_fraction) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
     configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]

@@ -28,6 +28,7 @@ from model.input import training_dataset
 from model.labels import REGION_NAMES, region_mask
 from model.losses import segmentation_loss
 from model.metrics import dice
+from model.postprocess import check_component_limits
 from model.predict import Predictor, check_decoding, session_config
 
 BEST_SCORE_FILE = 'best.json'
@@ -78,10 +79,12 @@ class ValidationConfig:
     flip: bool = False
     decoding: str = 'argmax'
     tumour_threshold: float = 0.5
+    min_component_fraction: float = 0.0
     select_on: str = 'mean'
 
     def __post_init__(self):
         check_decoding(self.decoding, self.tumour_threshold)
+        check_component_limits(0, self.min_component_fraction)
         if self.select_on not in SELECTION_SCORES:
             raise InputError('validation selects on one of {}, not {!r}'.format(
                 ', '.join(SELECTION_SCORES), self.select_on))
@@ -381,6 +384,7 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
         graph = build_training_graph(batch, network_config, loss_config, schedule)
         predictor = Predictor(network_config, batch_size=batch_size, flip=validation.flip,
                               decoding=validation.decoding, tumour_threshold=validation.tumour_threshold,
+                              min_component_fraction=validation.min_component_fraction,
                               normalization=sidecar['normalization'])
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, validation)
         with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:

@@ -258,6 +258,17 @@ def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline,
     assert not (tmp_path / 'pred').exists()
 
 
+@pytest.mark.parametrize('flags, problem', [(['--min-component-fraction', '1.5'], 'between 0 and 1'),
+                                            (['--min-component-size', '-3'], 'at least 0 voxels')])
+def test_inference_refuses_impossible_component_limits(pipeline, tmp_path, flags, problem):
+    paths, _ = pipeline
+    code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],
+                                     '--output-dir', tmp_path / 'pred'] + flags)
+    assert code == 2
+    assert problem in error_line(err)
+    assert not (tmp_path / 'pred').exists()
+
+
 # ---------------------------------------------------------------- Evaluate refusals
 
 

@@ -2,11 +2,13 @@
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from scipy import ndimage
 
 tf.disable_v2_behavior()
 
 from model import dcr, phantom, predict  # noqa: E402  (after disable_v2_behavior)
 from model.errors import InputError  # noqa: E402
+from model.postprocess import remove_small_components  # noqa: E402
 from model import normalization  # noqa: E402
 from model.normalization import CLIP_SD  # noqa: E402
 
@@ -254,6 +256,22 @@ def test_region_decoding_finds_at_least_the_argmax_tumour(network, image):
     assert not regions[~np.any(image != 0, axis=(1, 2, 3))].any()
 
 
+def test_predict_removes_the_components_it_is_told_to(network, image):
+    graph, session, _ = network
+    split = image.copy()
+    split[10:13] = 0        # two parts of brain, hence at least two tumour components
+    labels = predict.Predictor(TINY, batch_size=4, decoding='regions').predict(session, split)
+    components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    assert count >= 2, 'one tumour component: the check is void'
+    second_largest = sorted(np.bincount(components.ravel())[1:])[-2]
+    for min_size, min_fraction in ((0, 1.0), (second_largest + 1, 0.0)):
+        cleaned = predict.Predictor(TINY, batch_size=4, decoding='regions', min_component_size=min_size,
+                                    min_component_fraction=min_fraction).predict(session, split)
+        expected = remove_small_components(labels, min_size, min_fraction)
+        assert (expected != labels).any() and (expected > 0).any()
+        np.testing.assert_array_equal(cleaned, expected)
+
+
 def test_predict_standardises_the_volume_with_the_networks_normalisation(network, image):
     graph, session, _ = network
     # A scale learned from other volumes, with the FLAIR's upper range stretched: not an
@@ -324,3 +342,4 @@ def test_one_checkpoint_path_cannot_serve_an_ensemble_but_a_keyword_can(tmp_path
             pass
     with predict.restored_predictor(members, checkpoints.BEST) as (_, _, paths):   # no best/: the latest
         assert paths == [tf.train.latest_checkpoint(member) for member in members]
+

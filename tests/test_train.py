@@ -122,9 +122,11 @@ def test_tensorboard_events_in_the_log_dir(first_run):
 
 def test_validation_keeps_the_best_checkpoint(first_run):
     best = first_run['best']
-    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'flip', 'tumour_threshold'}
-    assert (best['select_on'], best['decoding'], best['flip'], best['tumour_threshold']) == (
-        Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_FLIP, Train.VAL_TUMOUR_THRESHOLD)
+    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'flip', 'tumour_threshold',
+                         'min_component_fraction'}
+    assert (best['select_on'], best['decoding'], best['flip'], best['tumour_threshold'],
+            best['min_component_fraction']) == (Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_FLIP,
+                                                Train.VAL_TUMOUR_THRESHOLD, Train.VAL_MIN_COMPONENT_FRACTION)
     assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
     np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
     assert first_run['best_checkpoint'] == os.path.join(
@@ -316,6 +318,7 @@ def test_a_resumed_run_draws_a_stream_of_its_own(first_run, tmp_path):
 @pytest.mark.parametrize('flags, problem', [
     (['--val-decoding', 'argmax', '--val-tumour-threshold', '0.3'], 'needs regions decoding'),
     (['--val-tumour-threshold', '1.5'], 'between 0 and 1'),
+    (['--val-min-component-fraction', '2'], 'between 0 and 1'),
 ])
 def test_a_validation_decoding_that_cannot_work_is_refused(data, tmp_path, flags, problem):
     code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', *TINY_RUN, *flags, val_list=data['val'])
@@ -390,10 +393,11 @@ def test_a_best_json_of_an_older_run_counts_as_argmax_validation_on_the_mean(tmp
 
 def test_validation_flags_reach_the_validation_config():
     args = Train.parse_args(['--val-list', '', '--val-decoding', 'argmax', '--val-flip', 'off',
-                             '--select-on', 'WT'])
+                             '--select-on', 'WT', '--val-min-component-fraction', '0.3'])
     validation = Train.validation_config(args)
     assert validation == training.ValidationConfig(patients=(), flip=False, decoding='argmax',
-                                                   tumour_threshold=0.5, select_on='WT')
+                                                   tumour_threshold=0.5, min_component_fraction=0.3,
+                                                   select_on='WT')
     assert args.val_tumour_threshold == 0.5   # resolved, so config.json records it
     defaults = Train.validation_config(Train.parse_args(['--val-list', '']))
     assert (defaults.flip, defaults.decoding, defaults.tumour_threshold) == (True, 'regions', 0.2)
@@ -435,7 +439,8 @@ def histogram_run(data):
 
         def predict(self, session, image):
             validation_settings.append(dict(normalization=self.normalization, flip=self.flip,
-                                            decoding=self.decoding, tumour_threshold=self.tumour_threshold))
+                                            decoding=self.decoding, tumour_threshold=self.tumour_threshold,
+                                            min_component_fraction=self.min_component_fraction))
             return super().predict(session, image)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -455,7 +460,8 @@ def test_validation_during_a_histogram_run_standardises_with_the_records_scale(h
 def test_validation_decodes_as_inference_does_by_default(histogram_run):
     assert histogram_run['validation_settings']
     inference_defaults = dict(flip=Inference.FLIP, decoding=Inference.DECODING,
-                              tumour_threshold=Inference.TUMOUR_THRESHOLD)
+                              tumour_threshold=Inference.TUMOUR_THRESHOLD,
+                              min_component_fraction=Inference.MIN_COMPONENT_FRACTION)
     assert all({key: settings[key] for key in inference_defaults} == inference_defaults
                for settings in histogram_run['validation_settings'])
 

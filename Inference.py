@@ -1,7 +1,8 @@
 """Step 4: segment every patient of the lists and write one labelled volume per patient.
 
 Reads the volumes directly, normalises them exactly as training does, predicts every axial
-slice and writes labels 0-4 with the input's size, spacing, origin and direction:
+slice, removes the tumour components smaller than a tenth of the patient's largest
+(--min-component-fraction) and writes labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
 `<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json and restored from
 its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best/). Several
@@ -33,7 +34,7 @@ FLIP = True                # test-time left-right flip averaging (see docs/accur
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
-MIN_COMPONENT_FRACTION = 0.0   # ... or than this fraction of the patient's largest (docs/accuracy.md); 0: keep all
+MIN_COMPONENT_FRACTION = 0.1   # ... or than this fraction of the patient's largest (docs/accuracy.md); 0: keep all
 SAVE_PNG = False
 OVERWRITE = False
 GPU_MEMORY_FRACTION = 0.0

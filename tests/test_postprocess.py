@@ -1,6 +1,7 @@
 """Removal of small tumour components from predicted label volumes."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from model.errors import InputError
 from model.postprocess import check_component_limits, remove_small_components
@@ -17,7 +18,6 @@ def three_lesions():
 
 
 def component_sizes(labels):
-    from scipy import ndimage
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
     return sorted(np.bincount(components.ravel())[1:].tolist(), reverse=True)
 

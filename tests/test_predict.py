@@ -342,4 +342,3 @@ def test_one_checkpoint_path_cannot_serve_an_ensemble_but_a_keyword_can(tmp_path
             pass
     with predict.restored_predictor(members, checkpoints.BEST) as (_, _, paths):   # no best/: the latest
         assert paths == [tf.train.latest_checkpoint(member) for member in members]
-

@@ -51,6 +51,7 @@ def test_time(threshold=None, flip=False, component_fraction=0.0):
 ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
 REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
+COMPONENTS_TEST_TIME = test_time(0.2, flip=True, component_fraction=0.1)   # Inference.py's defaults since then
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -149,13 +150,15 @@ ROWS = (
     Row('learning-rate-3e-3-avx2-defaults', "+ Inference.py's defaults (region decoding, tumour threshold 0.2, flip)", '',
         DEFAULT_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('learning-rate-3e-3-avx2-components', "+ Inference.py's defaults and tumour components smaller than 0.1 "
-        "of the patient's largest removed", '', test_time(0.2, flip=True, component_fraction=0.1),
-        'learning-rate-3e-3-avx2'),
+        "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('spatial-strong-3e-3-avx2-components', "+ tumour components smaller than 0.1 of the patient's largest "
-        "removed", '', test_time(0.2, flip=True, component_fraction=0.1), 'spatial-strong-3e-3-avx2'),
+        "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
+    Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
+        "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
+        COMPONENTS_TEST_TIME, ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -205,7 +208,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-defaults', 'learning-rate-3e-3'),
           ('learning-rate-3e-3-avx2-components', 'learning-rate-3e-3-avx2-defaults'),
           ('spatial-strong-3e-3-avx2', 'learning-rate-3e-3-avx2-defaults'),
-          ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'))
+          ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'),
+          ('crop-128-3e-3-avx2', 'learning-rate-3e-3-avx2-components'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

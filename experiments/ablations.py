@@ -159,6 +159,9 @@ ROWS = (
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
+    Row('learning-rate-6e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) at a peak learning rate of 6e-3 "
+        "(from 3e-3), cosine decay as before; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --learning-rate 6e-3',
+        COMPONENTS_TEST_TIME, ''),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -209,7 +212,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-components', 'learning-rate-3e-3-avx2-defaults'),
           ('spatial-strong-3e-3-avx2', 'learning-rate-3e-3-avx2-defaults'),
           ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'),
-          ('crop-128-3e-3-avx2', 'learning-rate-3e-3-avx2-components'))
+          ('crop-128-3e-3-avx2', 'learning-rate-3e-3-avx2-components'),
+          ('learning-rate-6e-3-avx2', 'learning-rate-3e-3-avx2-components'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

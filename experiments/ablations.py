@@ -162,6 +162,7 @@ ROWS = (
     Row('learning-rate-6e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) at a peak learning rate of 6e-3 "
         "(from 3e-3), cosine decay as before; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --learning-rate 6e-3',
         COMPONENTS_TEST_TIME, ''),
+    Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -213,7 +214,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-avx2', 'learning-rate-3e-3-avx2-defaults'),
           ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'),
           ('crop-128-3e-3-avx2', 'learning-rate-3e-3-avx2-components'),
-          ('learning-rate-6e-3-avx2', 'learning-rate-3e-3-avx2-components'))
+          ('learning-rate-6e-3-avx2', 'learning-rate-3e-3-avx2-components'),
+          ('learning-rate-6e-3-avx2-argmax', 'learning-rate-3e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

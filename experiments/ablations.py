@@ -74,6 +74,24 @@ def threshold_rows(base, thresholds):
     return rows
 
 
+COMPONENT_THRESHOLDS = (0.3, 0.2, 0.15, 0.1)   # around Inference.py's 0.2, once components are removed
+
+
+def component_threshold_name(base, threshold):
+    """The row decoding `base`'s networks with Inference.py's defaults at `threshold`; at the
+    default 0.2 that is the row `<base>-components`."""
+    return base + '-components' + ('' if threshold == 0.2 else '-t{:g}'.format(threshold))
+
+
+def component_threshold_rows(base):
+    """Test-time rows on the networks of row `base`: Inference.py's defaults (flip, components
+    under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than 0.2."""
+    return [Row(component_threshold_name(base, threshold),
+                "+ Inference.py's defaults at tumour threshold {:g} (from 0.2)".format(threshold), '',
+                test_time(threshold, flip=True, component_fraction=0.1), base)
+            for threshold in COMPONENT_THRESHOLDS if threshold != 0.2]
+
+
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, ARGMAX, ''),
     Row('budget-recipe-flip', '+ test-time flip', '', test_time(flip=True), 'budget-recipe'),
@@ -151,6 +169,7 @@ ROWS = (
         DEFAULT_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('learning-rate-3e-3-avx2-components', "+ Inference.py's defaults and tumour components smaller than 0.1 "
         "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
+    *component_threshold_rows('learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
@@ -182,7 +201,9 @@ ROWS = (
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
 SELECTIONS = tuple(('tumour threshold of {}, 0.5 to {:g}'.format(base, thresholds[-1]),
                     tuple(row.name for row in threshold_rows(base, thresholds)))
-                   for base, thresholds in THRESHOLD_BASES)
+                   for base, thresholds in THRESHOLD_BASES) + (
+    ('tumour threshold of learning-rate-3e-3-avx2 with flip and components removed, 0.3 to 0.1',
+     tuple(component_threshold_name('learning-rate-3e-3-avx2', threshold) for threshold in COMPONENT_THRESHOLDS)),)
 # (row, baseline): compared patient by patient (same folds, same held-out patients).
 PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recipe'),
           ('defaults', 'budget-recipe'), ('intensity-jitter-0.3', 'defaults'),
@@ -215,7 +236,9 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-avx2-components', 'spatial-strong-3e-3-avx2'),
           ('crop-128-3e-3-avx2', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-6e-3-avx2', 'learning-rate-3e-3-avx2-components'),
-          ('learning-rate-6e-3-avx2-argmax', 'learning-rate-3e-3-avx2'))
+          ('learning-rate-6e-3-avx2-argmax', 'learning-rate-3e-3-avx2'),
+          ('learning-rate-3e-3-avx2-components-t0.3', 'learning-rate-3e-3-avx2-components'),
+          ('learning-rate-3e-3-avx2-components-t0.15', 'learning-rate-3e-3-avx2-components'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

@@ -75,6 +75,7 @@ def threshold_rows(base, thresholds):
 
 
 COMPONENT_THRESHOLDS = (0.3, 0.2, 0.15, 0.1)   # around Inference.py's 0.2, once components are removed
+COMPONENT_THRESHOLD_BASES = ('learning-rate-3e-3-avx2', 'spatial-strong-3e-3-avx2')   # networks decoded at each
 
 
 def component_threshold_name(base, threshold):
@@ -175,6 +176,7 @@ ROWS = (
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('spatial-strong-3e-3-avx2-components', "+ tumour components smaller than 0.1 of the patient's largest "
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
+    *component_threshold_rows('spatial-strong-3e-3-avx2'),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
@@ -201,9 +203,10 @@ ROWS = (
 # Test-time options chosen per fold on the other folds (experiments/fold_selection.py).
 SELECTIONS = tuple(('tumour threshold of {}, 0.5 to {:g}'.format(base, thresholds[-1]),
                     tuple(row.name for row in threshold_rows(base, thresholds)))
-                   for base, thresholds in THRESHOLD_BASES) + (
-    ('tumour threshold of learning-rate-3e-3-avx2 with flip and components removed, 0.3 to 0.1',
-     tuple(component_threshold_name('learning-rate-3e-3-avx2', threshold) for threshold in COMPONENT_THRESHOLDS)),)
+                   for base, thresholds in THRESHOLD_BASES) + tuple(
+    ('tumour threshold of {} with flip and components removed, 0.3 to 0.1'.format(base),
+     tuple(component_threshold_name(base, threshold) for threshold in COMPONENT_THRESHOLDS))
+    for base in COMPONENT_THRESHOLD_BASES)
 # (row, baseline): compared patient by patient (same folds, same held-out patients).
 PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recipe'),
           ('defaults', 'budget-recipe'), ('intensity-jitter-0.3', 'defaults'),
@@ -238,7 +241,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-6e-3-avx2', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-6e-3-avx2-argmax', 'learning-rate-3e-3-avx2'),
           ('learning-rate-3e-3-avx2-components-t0.3', 'learning-rate-3e-3-avx2-components'),
-          ('learning-rate-3e-3-avx2-components-t0.15', 'learning-rate-3e-3-avx2-components'))
+          ('learning-rate-3e-3-avx2-components-t0.15', 'learning-rate-3e-3-avx2-components'),
+          ('spatial-strong-3e-3-avx2-components-t0.15', 'spatial-strong-3e-3-avx2-components'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

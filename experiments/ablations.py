@@ -51,7 +51,8 @@ def test_time(threshold=None, flip=False, component_fraction=0.0):
 ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
 REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
-COMPONENTS_TEST_TIME = test_time(0.2, flip=True, component_fraction=0.1)   # Inference.py's defaults since then
+INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
+COMPONENTS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION)
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -80,17 +81,17 @@ COMPONENT_THRESHOLD_BASES = ('learning-rate-3e-3-avx2', 'spatial-strong-3e-3-avx
 
 def component_threshold_name(base, threshold):
     """The row decoding `base`'s networks with Inference.py's defaults at `threshold`; at the
-    default 0.2 that is the row `<base>-components`."""
-    return base + '-components' + ('' if threshold == 0.2 else '-t{:g}'.format(threshold))
+    default threshold that is the row `<base>-components`."""
+    return base + '-components' + ('' if threshold == INFERENCE_THRESHOLD else '-t{:g}'.format(threshold))
 
 
 def component_threshold_rows(base):
     """Test-time rows on the networks of row `base`: Inference.py's defaults (flip, components
-    under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than 0.2."""
+    under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than the default."""
     return [Row(component_threshold_name(base, threshold),
-                "+ Inference.py's defaults at tumour threshold {:g} (from 0.2)".format(threshold), '',
-                test_time(threshold, flip=True, component_fraction=0.1), base)
-            for threshold in COMPONENT_THRESHOLDS if threshold != 0.2]
+                "+ Inference.py's defaults at tumour threshold {:g} (from {:g})".format(threshold, INFERENCE_THRESHOLD),
+                '', test_time(threshold, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION), base)
+            for threshold in COMPONENT_THRESHOLDS if threshold != INFERENCE_THRESHOLD]
 
 
 ROWS = (

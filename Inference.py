@@ -22,7 +22,7 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import check_component_limits
-from model.predict import DECODINGS, check_decoding, restored_predictor, tumour_threshold_for
+from model.predict import DECODINGS, check_decoding, check_scales, restored_predictor, tumour_threshold_for
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
@@ -31,6 +31,7 @@ OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = True                # test-time left-right flip averaging (see docs/accuracy.md)
+SCALES = (1.0,)            # test-time zooms whose probabilities are averaged; (1.0,): none
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
@@ -55,6 +56,9 @@ def parse_args(argv):
     add('--flip', nargs='?', const=True, type=cli.on_off, default=FLIP,
         help='average with the left-right flipped input (on/off; --flip alone: on; default {})'.format(
             'on' if FLIP else 'off'))
+    add('--scales', type=cli.float_list, default=SCALES,
+        help='average the probabilities of the slices zoomed by each of these factors, e.g. 0.9,1,1.1 '
+        '(default {})'.format(','.join('{:g}'.format(scale) for scale in SCALES)))
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
     add('--tumour-threshold', type=float, default=None,
@@ -120,13 +124,14 @@ def main(argv=None):
     args = parse_args(argv)
     args.tumour_threshold = tumour_threshold(args)
     check_decoding(args.decoding, args.tumour_threshold)
+    check_scales(args.scales)
     check_component_limits(args.min_component_size, args.min_component_fraction)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
     with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
                             gpu_memory_fraction=args.gpu_memory_fraction, batch_size=args.batch_size,
-                            flip=args.flip, decoding=args.decoding,
+                            flip=args.flip, scales=args.scales, decoding=args.decoding,
                             tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
                             min_component_fraction=args.min_component_fraction) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)

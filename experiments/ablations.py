@@ -53,6 +53,10 @@ REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
 INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
 COMPONENTS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION)
+TEST_TIME_ZOOMS = '0.9,1,1.1'
+ZOOMS_TEST_TIME = COMPONENTS_TEST_TIME + ' --scales ' + TEST_TIME_ZOOMS
+ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.9 and 1.1 averaged with the unzoomed ones '
+                '(--scales ' + TEST_TIME_ZOOMS + ')')
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -172,19 +176,23 @@ ROWS = (
     Row('learning-rate-3e-3-avx2-components', "+ Inference.py's defaults and tumour components smaller than 0.1 "
         "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     *component_threshold_rows('learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('spatial-strong-3e-3-avx2-components', "+ tumour components smaller than 0.1 of the patient's largest "
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     *component_threshold_rows('spatial-strong-3e-3-avx2'),
+    Row('spatial-strong-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
     Row('learning-rate-6e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) at a peak learning rate of 6e-3 "
         "(from 3e-3), cosine decay as before; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --learning-rate 6e-3',
         COMPONENTS_TEST_TIME, ''),
+    Row('crop-128-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'crop-128-3e-3-avx2'),
     Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
+    Row('learning-rate-6e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'learning-rate-6e-3-avx2'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -243,7 +251,10 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-6e-3-avx2-argmax', 'learning-rate-3e-3-avx2'),
           ('learning-rate-3e-3-avx2-components-t0.3', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-components-t0.15', 'learning-rate-3e-3-avx2-components'),
-          ('spatial-strong-3e-3-avx2-components-t0.15', 'spatial-strong-3e-3-avx2-components'))
+          ('spatial-strong-3e-3-avx2-components-t0.15', 'spatial-strong-3e-3-avx2-components'),
+          ('learning-rate-3e-3-avx2-zooms', 'learning-rate-3e-3-avx2-components'),
+          ('spatial-strong-3e-3-avx2-zooms', 'spatial-strong-3e-3-avx2-components'),
+          ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),

@@ -39,6 +39,14 @@ def int_list(text):
         raise argparse.ArgumentTypeError('expected comma-separated integers, got {!r}'.format(text))
 
 
+def float_list(text):
+    """Parse '0.9,1,1.1' into a tuple of floats (an argparse type)."""
+    try:
+        return tuple(float(part) for part in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected comma-separated numbers, got {!r}'.format(text))
+
+
 def reports_bad_input(main):
     """Wrap a script's main(argv) so bad input prints one line to stderr and returns 2."""
     @functools.wraps(main)

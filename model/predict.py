@@ -60,6 +60,14 @@ def check_decoding(decoding, tumour_threshold=0.5):
         raise InputError('a tumour threshold other than 0.5 needs regions decoding')
 
 
+def check_scales(scales):
+    """Raise InputError unless `scales` is a non-empty list of distinct zoom factors in (0, 4]."""
+    scales = list(scales)
+    if not scales or any(not 0.0 < scale <= 4.0 for scale in scales) or len(set(scales)) != len(scales):
+        raise InputError('test-time scales must be distinct zoom factors between 0 and 4, not {}'.format(
+            ','.join('{:g}'.format(scale) for scale in scales) or 'none'))
+
+
 def tumour_threshold_for(decoding, threshold, regions_default):
     """`threshold` when given (not None), else `regions_default` for regions decoding and 0.5,
     the threshold argmax implies, for argmax."""
@@ -134,20 +142,25 @@ class Predictor:
     decoding; member k's variables live under the variable scope `member<k>` (see
     member_variables), a single network's at the top level, as in training. Volumes are
     standardised with `normalization`, the one the networks' training records were written with.
+    With several `scales`, each network also sees the window zoomed by every scale and its
+    probabilities, zoomed back, are averaged (test-time multi-scale, like flipping).
     The labelled volume then loses its tumour components smaller than `min_component_size`
     voxels or than `min_component_fraction` of its largest (model.postprocess).
     """
 
     def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
-                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0):
+                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0,
+                 scales=(1.0,)):
         """network_config: a NetworkConfig, or a list of them for an ensemble."""
         check_decoding(decoding, tumour_threshold)
+        check_scales(scales)
         check_component_limits(min_component_size, min_component_fraction)
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
         if not self.network_configs:
             raise InputError('an ensemble needs at least one network')
         self.batch_size = batch_size
         self.flip = flip
+        self.scales = tuple(scales)
         self.decoding = decoding
         self.tumour_threshold = tumour_threshold
         self.margin = margin
@@ -183,13 +196,27 @@ class Predictor:
         return 'member{}'.format(index) if len(self.network_configs) > 1 else ''
 
     def _member_probabilities(self, images, index):
-        """Softmax of member `index` on images (averaged with its mirror image when flipping)."""
+        """Softmax of member `index` on images, averaged over the scales (and mirror images when flipping)."""
         config, scope = self.network_configs[index], self._scope(index)
         with tf.variable_scope(scope) if scope else contextlib.nullcontext():
-            probabilities = tf.nn.softmax(build_network(images, config, False))
-            if self.flip:
-                flipped = build_network(tf.reverse(images, [2]), config, False)
-                probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
+            return tf.add_n([self._zoomed_probabilities(images, config, scale)
+                             for scale in self.scales]) / len(self.scales)
+
+    def _zoomed_probabilities(self, images, config, scale):
+        """Softmax of the network on images zoomed by `scale` (bilinear, zero-padded to the
+        network's stride), zoomed back to the images' size."""
+        height, width = images.shape.as_list()[1:3]
+        zoomed_height, zoomed_width = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+        zoomed = images
+        if (zoomed_height, zoomed_width) != (height, width):
+            zoomed = tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width])
+            zoomed = tf.image.pad_to_bounding_box(zoomed, 0, 0, round_up(zoomed_height), round_up(zoomed_width))
+        probabilities = tf.nn.softmax(build_network(zoomed, config, False))
+        if self.flip:
+            flipped = build_network(tf.reverse(zoomed, [2]), config, False)
+            probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
+        if (zoomed_height, zoomed_width) != (height, width):
+            probabilities = tf.compat.v2.image.resize(probabilities[:, :zoomed_height, :zoomed_width], [height, width])
         return probabilities
 
     def member_variables(self, graph, index):
@@ -268,7 +295,7 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
     `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
     members must share one intensity normalisation.
-    predictor_options (batch_size, flip, decoding, tumour_threshold, min_component_size,
+    predictor_options (batch_size, flip, scales, decoding, tumour_threshold, min_component_size,
     min_component_fraction) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)

@@ -258,9 +258,15 @@ def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline,
     assert not (tmp_path / 'pred').exists()
 
 
+@pytest.mark.parametrize('flags, scales', [([], Inference.SCALES), (['--scales', '0.9,1,1.1'], (0.9, 1.0, 1.1))])
+def test_inference_reads_its_test_time_zooms(flags, scales):
+    assert Inference.parse_args(flags).scales == scales
+
+
 @pytest.mark.parametrize('flags, problem', [(['--min-component-fraction', '1.5'], 'between 0 and 1'),
-                                            (['--min-component-size', '-3'], 'at least 0 voxels')])
-def test_inference_refuses_impossible_component_limits(pipeline, tmp_path, flags, problem):
+                                            (['--min-component-size', '-3'], 'at least 0 voxels'),
+                                            (['--scales', '1,0'], 'test-time scales must be distinct zoom factors')])
+def test_inference_refuses_impossible_options(pipeline, tmp_path, flags, problem):
     paths, _ = pipeline
     code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],
                                      '--output-dir', tmp_path / 'pred'] + flags)

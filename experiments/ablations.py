@@ -39,13 +39,14 @@ JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from intensity-jit
 RATE_RECIPE = JITTER_RECIPE + ' --learning-rate 3e-3'   # Train.py's defaults since learning-rate-3e-3
 
 
-def test_time(threshold=None, flip=False, component_fraction=0.0):
-    """Inference.py flags stating a row's decoding, flip and component removal, so the row does not
-    depend on Inference.py's defaults: argmax when `threshold` is None, else region decoding with
-    tumour where P(WT) > threshold; tumour components smaller than `component_fraction` of the
-    largest removed."""
+def test_time(threshold=None, flip=False, component_fraction=0.0, scales='1'):
+    """Inference.py flags stating a row's decoding, flip, component removal and zooms, so the row
+    does not depend on Inference.py's defaults: argmax when `threshold` is None, else region
+    decoding with tumour where P(WT) > threshold; tumour components smaller than
+    `component_fraction` of the largest removed; probabilities averaged over the zooms `scales`."""
     decoding = '--decoding argmax' if threshold is None else '--decoding regions --tumour-threshold {:g}'.format(threshold)
-    return '{} --flip {} --min-component-fraction {:g}'.format(decoding, 'on' if flip else 'off', component_fraction)
+    return '{} --flip {} --min-component-fraction {:g} --scales {}'.format(
+        decoding, 'on' if flip else 'off', component_fraction, scales)
 
 
 ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
@@ -54,7 +55,8 @@ DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from r
 INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
 COMPONENTS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION)
 TEST_TIME_ZOOMS = '0.9,1,1.1'
-ZOOMS_TEST_TIME = COMPONENTS_TEST_TIME + ' --scales ' + TEST_TIME_ZOOMS
+ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
+                            scales=TEST_TIME_ZOOMS)
 ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.9 and 1.1 averaged with the unzoomed ones '
                 '(--scales ' + TEST_TIME_ZOOMS + ')')
 
@@ -177,6 +179,13 @@ ROWS = (
         "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     *component_threshold_rows('learning-rate-3e-3-avx2'),
     Row('learning-rate-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-t0.3', ZOOMS_CHANGE + ', tumour threshold 0.3 (from 0.2)', '',
+        test_time(0.3, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION, scales=TEST_TIME_ZOOMS),
+        'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-5', '+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged '
+        'with the unzoomed ones (--scales 0.8,0.9,1,1.1,1.2)', '',
+        test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
+                  scales='0.8,0.9,1,1.1,1.2'), 'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
@@ -254,6 +263,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-avx2-components-t0.15', 'spatial-strong-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-zooms', 'learning-rate-3e-3-avx2-components'),
           ('spatial-strong-3e-3-avx2-zooms', 'spatial-strong-3e-3-avx2-components'),
+          ('learning-rate-3e-3-avx2-zooms-t0.3', 'learning-rate-3e-3-avx2-components'),
+          ('learning-rate-3e-3-avx2-zooms-5', 'learning-rate-3e-3-avx2-zooms'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

@@ -16,9 +16,9 @@ def test_every_test_time_row_reuses_a_trained_row():
             assert not ablations.row_named(row.trained_from).trained_from
         else:   # a trained row states its flags, so it reruns as it ran when Train.py's defaults move
             assert row.train_flags
-        # ...and every row its decoding and component removal, for Inference.py's defaults
+        # ...and every row its decoding, component removal and zooms, for Inference.py's defaults
         assert '--decoding argmax' in row.inference_flags or '--tumour-threshold' in row.inference_flags
-        assert '--min-component-fraction' in row.inference_flags
+        assert '--min-component-fraction' in row.inference_flags and '--scales' in row.inference_flags
 
 
 def test_every_selection_names_registered_rows_of_one_network():
@@ -37,7 +37,7 @@ def test_every_paired_comparison_names_registered_rows():
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
-                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip on --min-component-fraction 0',
+                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip on --min-component-fraction 0 --scales 1',
                     '--trained-from', 'experiments/runs/budget-recipe']
     argv = ablations.cross_validation_argv(ablations.row_named('histogram-normalization'))
     assert argv[2] == '--convert-flags=--normalization histogram' and argv[3].startswith('--train-flags=')

@@ -8,6 +8,8 @@ weights do not matter for speed). Every child process here is pinned to 2 CPUs.
 - In-process: a child calls Inference.main with the same flags; Inference.segment (read the
   volume, predict every brain slice, write the prediction) is wrapped so that its first call
   is warm-up and the following calls are timed. Graph build and restore are thus excluded.
+- Without zooms: the in-process measurement again with `--scales 1`, when Inference.py's
+  default averages test-time zooms, to show what they cost.
 - Pure forward: in that same session, session.run of the Predictor's labels op over the same
   brain slices, cut to the same window, in batches of the same size, already in memory as
   float32. Timed repetitions alternate with the in-process ones.
@@ -33,6 +35,7 @@ def _inference_flags(list_path, ckpt, output):
 
 def run(work, quick=False):
     """Measure Inference.py and the pure forward pass; returns a dict of numbers."""
+    import Inference   # its default zooms
     repeats = QUICK_REPEATS if quick else REPEATS
     script_repeats = QUICK_SCRIPT_REPEATS if quick else SCRIPT_REPEATS
     cpus = usable_cpus()[:CORES]
@@ -44,6 +47,14 @@ def run(work, quick=False):
         work.path('logs', 'inference', 'in_process'), cpus)
     inference_s = median(child['segment_times_s'])
     forward_s = median(child['forward_times_s'])
+    unzoomed = {}
+    if tuple(Inference.SCALES) != (1.0,):
+        _, unzoomed_child = run_child(
+            'inference', ['--child', '--repeats', str(repeats)]
+            + _inference_flags(list_path, ckpt, work.folder('inference', 'unzoomed')) + ['--scales', '1'],
+            work.path('logs', 'inference', 'unzoomed'), cpus)
+        unzoomed = {'default_scales': list(Inference.SCALES),
+                    'unzoomed_inference_s_per_volume': median(unzoomed_child['segment_times_s'])}
     scripts = [run_measured([PYTHON, 'Inference.py'] + _inference_flags(
                    list_path, ckpt, work.folder('inference', 'script')),
                    work.path('logs', 'inference', 'script_{}'.format(repeat)), cpus)
@@ -69,19 +80,26 @@ def run(work, quick=False):
         'script_wall_s_all': [script['wall_s'] for script in scripts],
         'script_peak_rss_mib': max(script['peak_rss_mib'] for script in scripts),
         'checkpoint_train_1_step_wall_s': work.prepared['train_1_step']['wall_s'],
+        **unzoomed,
     }
 
 
 def rows(result):
     """Table rows of a result of `run`."""
     seconds, ratio = result['inference_s_per_volume'], result['ratio_inference_to_forward']
-    return [
+    table = [
         row('patient, slices predicted, window, batch ({} cores)'.format(result['cores']),
             '{}, {} slices, {}, batch {}'.format(result['patient'], result['slices_predicted'],
                                                  result['window'], result['batch_size'])),
         row('Inference.py in-process, per volume (median of {}, excl. build/restore)'.format(
             result['repeats']), seconds, 's', '<= {}'.format(TARGET_SECONDS_PER_VOLUME),
             seconds <= TARGET_SECONDS_PER_VOLUME),
+    ]
+    if 'unzoomed_inference_s_per_volume' in result:
+        table.append(row('same with --scales 1 (no test-time zooms; default {})'.format(
+            ','.join('{:g}'.format(scale) for scale in result['default_scales'])),
+            result['unzoomed_inference_s_per_volume'], 's'))
+    return table + [
         row('pure forward of the same slices, per volume', result['forward_s_per_volume'], 's'),
         row('pure forward rate', result['forward_slices_per_s'], 'slices/s', digits=1),
         row('ratio inference / forward', ratio, '', '<= {}'.format(TARGET_RATIO), ratio <= TARGET_RATIO),

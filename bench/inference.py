@@ -21,6 +21,7 @@ import time
 
 from bench.common import PYTHON, ROOT, median, row, run_child, run_measured, usable_cpus
 from bench.training import NETWORK_FLAGS
+from model.cli import format_float_list
 
 CORES = 2
 REPEATS, QUICK_REPEATS = 5, 2
@@ -97,7 +98,7 @@ def rows(result):
     ]
     if 'unzoomed_inference_s_per_volume' in result:
         table.append(row('same with --scales 1 (no test-time zooms; default {})'.format(
-            ','.join('{:g}'.format(scale) for scale in result['default_scales'])),
+            format_float_list(result['default_scales'])),
             result['unzoomed_inference_s_per_volume'], 's'))
     return table + [
         row('pure forward of the same slices, per volume', result['forward_s_per_volume'], 's'),

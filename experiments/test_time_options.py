@@ -1,5 +1,6 @@
 """Measure Inference.py's test-time options on a labelled list: flip averaging and removal of
-small connected components, each on and off, scored by Evaluate.py.
+small connected components, each on and off, and Inference.py's test-time zooms with the flip,
+scored by Evaluate.py.
 
     python experiments/test_time_options.py --list LIST --ckpt-dir CKPT --work-dir DIR
 
@@ -32,13 +33,16 @@ def parse_args(argv):
 
 
 def variants(min_component_size):
-    """(name, Inference.py flags) of every on/off combination; removal relative to the largest
-    component stays off, so that removal by size is measured alone."""
+    """(name, Inference.py flags) of every on/off combination of flip and removal by size, then
+    flip with Inference.py's default zooms; removal relative to the largest component stays off,
+    so that removal by size is measured alone, and the zooms are off unless named."""
     components = ['--min-component-size', str(min_component_size)]
+    zooms = cli.format_float_list(Inference.SCALES)
     return [(name, flags + ['--min-component-fraction', '0']) for name, flags in (
-        ('plain', ['--flip', 'off']), ('flip', ['--flip', 'on']),
-        ('components >= {}'.format(min_component_size), ['--flip', 'off'] + components),
-        ('flip + components', ['--flip', 'on'] + components))]
+        ('plain', ['--flip', 'off', '--scales', '1']), ('flip', ['--flip', 'on', '--scales', '1']),
+        ('components >= {}'.format(min_component_size), ['--flip', 'off', '--scales', '1'] + components),
+        ('flip + components', ['--flip', 'on', '--scales', '1'] + components),
+        ('flip + zooms ' + zooms, ['--flip', 'on', '--scales', zooms]))]
 
 
 def main(argv=None):

@@ -47,6 +47,11 @@ def float_list(text):
         raise argparse.ArgumentTypeError('expected comma-separated numbers, got {!r}'.format(text))
 
 
+def format_float_list(values):
+    """'0.9,1,1.1' for (0.9, 1.0, 1.1): the text float_list reads back."""
+    return ','.join('{:g}'.format(value) for value in values)
+
+
 def reports_bad_input(main):
     """Wrap a script's main(argv) so bad input prints one line to stderr and returns 2."""
     @functools.wraps(main)

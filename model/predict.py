@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from model import checkpoints
+from model.cli import format_float_list
 from model.dcr import OUTPUT_STRIDE, build_network
 from model.errors import InputError
 from model.losses import region_probabilities
@@ -65,7 +66,7 @@ def check_scales(scales):
     scales = list(scales)
     if not scales or any(not 0.0 < scale <= 4.0 for scale in scales) or len(set(scales)) != len(scales):
         raise InputError('test-time scales must be distinct zoom factors between 0 and 4, not {}'.format(
-            ','.join('{:g}'.format(scale) for scale in scales) or 'none'))
+            format_float_list(scales) or 'none'))
 
 
 def tumour_threshold_for(decoding, threshold, regions_default):

@@ -59,6 +59,11 @@ ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=I
                             scales=TEST_TIME_ZOOMS)
 ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.9 and 1.1 averaged with the unzoomed ones '
                 '(--scales ' + TEST_TIME_ZOOMS + ')')
+FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'
+FIVE_ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
+                                 scales=FIVE_ZOOMS)
+FIVE_ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged with the unzoomed '
+                     'ones (--scales ' + FIVE_ZOOMS + ')')
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -182,10 +187,7 @@ ROWS = (
     Row('learning-rate-3e-3-avx2-zooms-t0.3', ZOOMS_CHANGE + ', tumour threshold 0.3 (from 0.2)', '',
         test_time(0.3, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION, scales=TEST_TIME_ZOOMS),
         'learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-5', '+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged '
-        'with the unzoomed ones (--scales 0.8,0.9,1,1.1,1.2)', '',
-        test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
-                  scales='0.8,0.9,1,1.1,1.2'), 'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-5', FIVE_ZOOMS_CHANGE, '', FIVE_ZOOMS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
@@ -193,6 +195,7 @@ ROWS = (
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     *component_threshold_rows('spatial-strong-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
+    Row('spatial-strong-3e-3-avx2-zooms-5', FIVE_ZOOMS_CHANGE, '', FIVE_ZOOMS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
@@ -265,6 +268,7 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-avx2-zooms', 'spatial-strong-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-zooms-t0.3', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-zooms-5', 'learning-rate-3e-3-avx2-zooms'),
+          ('spatial-strong-3e-3-avx2-zooms-5', 'spatial-strong-3e-3-avx2-zooms'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

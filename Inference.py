@@ -1,7 +1,7 @@
 """Step 4: segment every patient of the lists and write one labelled volume per patient.
 
 Reads the volumes directly, normalises them exactly as training does, predicts every axial
-slice (averaging the probabilities of its mirror image and of the slice zoomed by 0.9 and 1.1,
+slice (averaging the probabilities of its mirror image and of the slice zoomed by 0.8 to 1.2,
 --flip and --scales), removes the tumour components smaller than a tenth of the patient's largest
 (--min-component-fraction) and writes labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
@@ -32,7 +32,7 @@ OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = True                # test-time left-right flip averaging (see docs/accuracy.md)
-SCALES = (0.9, 1.0, 1.1)   # test-time zooms whose probabilities are averaged (docs/accuracy.md); (1.0,): none
+SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)   # test-time zooms whose probabilities are averaged (docs/accuracy.md); (1.0,): none
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
@@ -58,7 +58,7 @@ def parse_args(argv):
         help='average with the left-right flipped input (on/off; --flip alone: on; default {})'.format(
             'on' if FLIP else 'off'))
     add('--scales', type=cli.float_list, default=SCALES,
-        help='average the probabilities of the slices zoomed by each of these factors, e.g. 0.9,1,1.1 '
+        help='average the probabilities of the slices zoomed by each of these factors (1: no zooms) '
         '(default {})'.format(cli.format_float_list(SCALES)))
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")

@@ -54,12 +54,12 @@ REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
 INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
 COMPONENTS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION)
-TEST_TIME_ZOOMS = '0.9,1,1.1'   # Inference.py's default since the zooms rows
+TEST_TIME_ZOOMS = '0.9,1,1.1'
 ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
                             scales=TEST_TIME_ZOOMS)
 ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.9 and 1.1 averaged with the unzoomed ones '
                 '(--scales ' + TEST_TIME_ZOOMS + ')')
-FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'
+FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'   # Inference.py's default since the zooms-5 rows
 FIVE_ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
                                  scales=FIVE_ZOOMS)
 FIVE_ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged with the unzoomed '

@@ -53,17 +53,24 @@ ARGMAX = test_time()        # Inference.py's default until the tumour-threshold 
 REGIONS = test_time(0.5)
 DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
 INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
-COMPONENTS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION)
+
+
+def components_test_time(threshold=INFERENCE_THRESHOLD, scales='1'):
+    """Inference.py's defaults since the components rows (flip, tumour components under a tenth of
+    the largest removed) at tumour threshold `threshold`, averaged over the zooms `scales`."""
+    return test_time(threshold, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION, scales=scales)
+
+
+def zooms_change(scales):
+    """A row's change: the zooms `scales` (as --scales takes them) averaged with the unzoomed slices."""
+    zooms = [scale for scale in scales.split(',') if scale != '1']
+    return '+ the probabilities of the slices zoomed by {} and {} averaged with the unzoomed ones (--scales {})'.format(
+        ', '.join(zooms[:-1]), zooms[-1], scales)
+
+
+COMPONENTS_TEST_TIME = components_test_time()
 TEST_TIME_ZOOMS = '0.9,1,1.1'
-ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
-                            scales=TEST_TIME_ZOOMS)
-ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.9 and 1.1 averaged with the unzoomed ones '
-                '(--scales ' + TEST_TIME_ZOOMS + ')')
 FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'   # Inference.py's default since the zooms-5 rows
-FIVE_ZOOMS_TEST_TIME = test_time(INFERENCE_THRESHOLD, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION,
-                                 scales=FIVE_ZOOMS)
-FIVE_ZOOMS_CHANGE = ('+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged with the unzoomed '
-                     'ones (--scales ' + FIVE_ZOOMS + ')')
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -101,8 +108,13 @@ def component_threshold_rows(base):
     under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than the default."""
     return [Row(component_threshold_name(base, threshold),
                 "+ Inference.py's defaults at tumour threshold {:g} (from {:g})".format(threshold, INFERENCE_THRESHOLD),
-                '', test_time(threshold, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION), base)
+                '', components_test_time(threshold), base)
             for threshold in COMPONENT_THRESHOLDS if threshold != INFERENCE_THRESHOLD]
+
+
+def zooms_row(base):
+    """The row `<base>-zooms`: base's networks decoded with the components defaults and zooms TEST_TIME_ZOOMS."""
+    return Row(base + '-zooms', zooms_change(TEST_TIME_ZOOMS), '', components_test_time(scales=TEST_TIME_ZOOMS), base)
 
 
 ROWS = (
@@ -183,28 +195,29 @@ ROWS = (
     Row('learning-rate-3e-3-avx2-components', "+ Inference.py's defaults and tumour components smaller than 0.1 "
         "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     *component_threshold_rows('learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-t0.3', ZOOMS_CHANGE + ', tumour threshold 0.3 (from 0.2)', '',
-        test_time(0.3, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION, scales=TEST_TIME_ZOOMS),
+    zooms_row('learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-t0.3', zooms_change(TEST_TIME_ZOOMS) + ', tumour threshold 0.3 (from 0.2)', '',
+        components_test_time(0.3, TEST_TIME_ZOOMS), 'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-5', zooms_change(FIVE_ZOOMS), '', components_test_time(scales=FIVE_ZOOMS),
         'learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-5', FIVE_ZOOMS_CHANGE, '', FIVE_ZOOMS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
     Row('spatial-strong-3e-3-avx2-components', "+ tumour components smaller than 0.1 of the patient's largest "
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     *component_threshold_rows('spatial-strong-3e-3-avx2'),
-    Row('spatial-strong-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
-    Row('spatial-strong-3e-3-avx2-zooms-5', FIVE_ZOOMS_CHANGE, '', FIVE_ZOOMS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
+    zooms_row('spatial-strong-3e-3-avx2'),
+    Row('spatial-strong-3e-3-avx2-zooms-5', zooms_change(FIVE_ZOOMS), '', components_test_time(scales=FIVE_ZOOMS),
+        'spatial-strong-3e-3-avx2'),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
     Row('learning-rate-6e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) at a peak learning rate of 6e-3 "
         "(from 3e-3), cosine decay as before; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --learning-rate 6e-3',
         COMPONENTS_TEST_TIME, ''),
-    Row('crop-128-3e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'crop-128-3e-3-avx2'),
+    zooms_row('crop-128-3e-3-avx2'),
     Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
-    Row('learning-rate-6e-3-avx2-zooms', ZOOMS_CHANGE, '', ZOOMS_TEST_TIME, 'learning-rate-6e-3-avx2'),
+    zooms_row('learning-rate-6e-3-avx2'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),

@@ -71,6 +71,7 @@ def zooms_change(scales):
 COMPONENTS_TEST_TIME = components_test_time()
 TEST_TIME_ZOOMS = '0.9,1,1.1'
 FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'   # Inference.py's default since the zooms-5 rows
+SEVEN_ZOOMS = '0.7,0.8,0.9,1,1.1,1.2,1.3'
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -200,6 +201,11 @@ ROWS = (
         components_test_time(0.3, TEST_TIME_ZOOMS), 'learning-rate-3e-3-avx2'),
     Row('learning-rate-3e-3-avx2-zooms-5', zooms_change(FIVE_ZOOMS), '', components_test_time(scales=FIVE_ZOOMS),
         'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-zooms-7', zooms_change(SEVEN_ZOOMS), '', components_test_time(scales=SEVEN_ZOOMS),
+        'learning-rate-3e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-seed-2', "learning-rate-3e-3-avx2 trained again with --seed 2 on the AVX2 CPU; "
+        "Inference.py's defaults (flip, components, five zooms)", RATE_RECIPE + ' --seed 2',
+        components_test_time(scales=FIVE_ZOOMS), ''),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
@@ -282,6 +288,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-zooms-t0.3', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-zooms-5', 'learning-rate-3e-3-avx2-zooms'),
           ('spatial-strong-3e-3-avx2-zooms-5', 'spatial-strong-3e-3-avx2-zooms'),
+          ('learning-rate-3e-3-avx2-zooms-7', 'learning-rate-3e-3-avx2-zooms-5'),
+          ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

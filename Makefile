@@ -1,5 +1,7 @@
 # make demo : set up .venv and run the whole pipeline on the built-in phantom dataset
 # make test : set up .venv and run the tests
+# make bench: set up .venv and run the benchmarks (bench/run.py; real sizes, minutes)
+# make clean-demo: remove the demo's output
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

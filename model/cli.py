@@ -9,10 +9,19 @@ from model.errors import InputError
 EXIT_BAD_INPUT = 2
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends each flag's default to its --help line, unless the line states it in words or the
+    default is None (the flag falls back on a constant only when it applies)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or 'default ' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser(description):
     """An ArgumentParser that shows defaults in --help."""
-    return argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter)
 
 
 def graph_mode():

@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import pytest
 import tensorflow.compat.v1 as tf
 
 tf.disable_v2_behavior()
@@ -38,3 +39,20 @@ def test_scripts_run_with_their_default_paths(tmp_path, monkeypatch):
     assert len(predictions) == 2 and all(name.startswith('VSD.dcr.') for name in predictions)
     assert Evaluate.main([]) == 0
     assert os.path.exists('data/predictions/metrics.csv')
+
+
+def help_of(script, capsys):
+    """What `script --help` prints."""
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(['--help'])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_states_each_default_once_and_never_none(capsys):
+    for script in (readfile, create_pascal_tf_record, Train, Inference, Evaluate):
+        help_text = help_of(script, capsys)
+        assert '(default: None)' not in help_text, script.__name__
+        assert '(default: ' in help_text, script.__name__
+    inference_help = help_of(Inference, capsys)
+    assert inference_help.count('0.8,0.9,1,1.1,1.2') == 1 and '(default: (0.8' not in inference_help

@@ -251,7 +251,7 @@ def _trained(ckpt_dirs):
 
 
 def mean_and_std(rows, column):
-    """Mean and standard deviation of a column over rows, skipping NaN."""
+    """Mean and (population) standard deviation of a column over rows, skipping NaN."""
     values = [row[column] for row in rows if row[column] == row[column]]
     if not values:
         return float('nan'), float('nan')

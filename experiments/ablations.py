@@ -206,6 +206,8 @@ ROWS = (
     Row('learning-rate-3e-3-avx2-seed-2', "learning-rate-3e-3-avx2 trained again with --seed 2 on the AVX2 CPU; "
         "Inference.py's defaults (flip, components, five zooms)", RATE_RECIPE + ' --seed 2',
         components_test_time(scales=FIVE_ZOOMS), ''),
+    Row('learning-rate-3e-3-avx2-seed-2-components', '+ no test-time zooms (--scales 1)', '', COMPONENTS_TEST_TIME,
+        'learning-rate-3e-3-avx2-seed-2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1 --rotate-degrees 20 --scale-range 0.2', DEFAULT_TEST_TIME, ''),
@@ -290,6 +292,7 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('spatial-strong-3e-3-avx2-zooms-5', 'spatial-strong-3e-3-avx2-zooms'),
           ('learning-rate-3e-3-avx2-zooms-7', 'learning-rate-3e-3-avx2-zooms-5'),
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-zooms-5'),
+          ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2-components'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

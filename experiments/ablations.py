@@ -113,9 +113,11 @@ def component_threshold_rows(base):
             for threshold in COMPONENT_THRESHOLDS if threshold != INFERENCE_THRESHOLD]
 
 
-def zooms_row(base):
-    """The row `<base>-zooms`: base's networks decoded with the components defaults and zooms TEST_TIME_ZOOMS."""
-    return Row(base + '-zooms', zooms_change(TEST_TIME_ZOOMS), '', components_test_time(scales=TEST_TIME_ZOOMS), base)
+def zooms_row(base, scales=TEST_TIME_ZOOMS):
+    """base's networks decoded with the components defaults and the zooms `scales`: the row
+    `<base>-zooms` for TEST_TIME_ZOOMS, else `<base>-zooms-<number of zooms>`."""
+    name = base + '-zooms' + ('' if scales == TEST_TIME_ZOOMS else '-{}'.format(len(scales.split(','))))
+    return Row(name, zooms_change(scales), '', components_test_time(scales=scales), base)
 
 
 ROWS = (
@@ -199,10 +201,8 @@ ROWS = (
     zooms_row('learning-rate-3e-3-avx2'),
     Row('learning-rate-3e-3-avx2-zooms-t0.3', zooms_change(TEST_TIME_ZOOMS) + ', tumour threshold 0.3 (from 0.2)', '',
         components_test_time(0.3, TEST_TIME_ZOOMS), 'learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-5', zooms_change(FIVE_ZOOMS), '', components_test_time(scales=FIVE_ZOOMS),
-        'learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-7', zooms_change(SEVEN_ZOOMS), '', components_test_time(scales=SEVEN_ZOOMS),
-        'learning-rate-3e-3-avx2'),
+    zooms_row('learning-rate-3e-3-avx2', FIVE_ZOOMS),
+    zooms_row('learning-rate-3e-3-avx2', SEVEN_ZOOMS),
     Row('learning-rate-3e-3-avx2-seed-2', "learning-rate-3e-3-avx2 trained again with --seed 2 on the AVX2 CPU; "
         "Inference.py's defaults (flip, components, five zooms)", RATE_RECIPE + ' --seed 2',
         components_test_time(scales=FIVE_ZOOMS), ''),
@@ -215,8 +215,7 @@ ROWS = (
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     *component_threshold_rows('spatial-strong-3e-3-avx2'),
     zooms_row('spatial-strong-3e-3-avx2'),
-    Row('spatial-strong-3e-3-avx2-zooms-5', zooms_change(FIVE_ZOOMS), '', components_test_time(scales=FIVE_ZOOMS),
-        'spatial-strong-3e-3-avx2'),
+    zooms_row('spatial-strong-3e-3-avx2', FIVE_ZOOMS),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),

@@ -23,7 +23,7 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import check_component_limits
-from model.predict import DECODINGS, check_decoding, check_scales, restored_predictor, tumour_threshold_for
+from model.predict import DECODINGS, check_decoding, check_rotations, check_scales, restored_predictor, tumour_threshold_for
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
@@ -33,6 +33,7 @@ RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
 FLIP = True                # test-time left-right flip averaging (see docs/accuracy.md)
 SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)   # test-time zooms whose probabilities are averaged (docs/accuracy.md); (1.0,): none
+ROTATIONS = (0.0,)         # test-time rotations (degrees) whose probabilities are averaged; (0.0,): none
 DECODING = 'regions'       # 'regions' (WT, TC, ET in turn) or 'argmax' over the 5 classes (the paper's)
 TUMOUR_THRESHOLD = 0.2     # regions decoding: tumour where P(WT) exceeds this (see docs/accuracy.md)
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
@@ -60,6 +61,9 @@ def parse_args(argv):
     add('--scales', type=cli.float_list, default=SCALES,
         help='average the probabilities of the slices zoomed by each of these factors (1: no zooms) '
         '(default {})'.format(cli.format_float_list(SCALES)))
+    add('--rotations', type=cli.float_list, default=ROTATIONS,
+        help='average the probabilities of each zoom rotated by each of these angles in degrees (0: none) '
+        '(default {})'.format(cli.format_float_list(ROTATIONS)))
     add('--decoding', choices=DECODINGS, default=DECODING,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
     add('--tumour-threshold', type=float, default=None,
@@ -126,13 +130,14 @@ def main(argv=None):
     args.tumour_threshold = tumour_threshold(args)
     check_decoding(args.decoding, args.tumour_threshold)
     check_scales(args.scales)
+    check_rotations(args.rotations)
     check_component_limits(args.min_component_size, args.min_component_fraction)
     cli.graph_mode()
     patients = patients_to_segment(args.lists)
     done = skipped = 0
     with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
                             gpu_memory_fraction=args.gpu_memory_fraction, batch_size=args.batch_size,
-                            flip=args.flip, scales=args.scales, decoding=args.decoding,
+                            flip=args.flip, scales=args.scales, rotations=args.rotations, decoding=args.decoding,
                             tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
                             min_component_fraction=args.min_component_fraction) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)

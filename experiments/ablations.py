@@ -72,6 +72,7 @@ COMPONENTS_TEST_TIME = components_test_time()
 TEST_TIME_ZOOMS = '0.9,1,1.1'
 FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'   # Inference.py's default since the zooms-5 rows
 SEVEN_ZOOMS = '0.7,0.8,0.9,1,1.1,1.2,1.3'
+TEST_TIME_ROTATIONS = '0,-10,10'   # degrees; within the training's rotation jitter of ±10°
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -225,6 +226,9 @@ ROWS = (
     zooms_row('crop-128-3e-3-avx2'),
     Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
     zooms_row('learning-rate-6e-3-avx2'),
+    Row('learning-rate-3e-3-avx2-rotations', '+ the probabilities of the slices rotated by -10° and 10° averaged '
+        'with the unrotated ones (--rotations 0,-10,10; no zooms)', '',
+        COMPONENTS_TEST_TIME + ' --rotations ' + TEST_TIME_ROTATIONS, 'learning-rate-3e-3-avx2'),
     Row('histogram-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on records histogram-standardised "
         "(create_pascal_tf_record.py --normalization histogram) before the z-score; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
@@ -297,6 +301,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-zooms-7', 'learning-rate-3e-3-avx2-zooms-5'),
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2-components'),
+          ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-components'),
+          ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-zooms'),
           ('histogram-3e-3-avx2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2-components', 'learning-rate-3e-3-avx2-components'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))

@@ -11,11 +11,10 @@ slice's augmentation draws from stateless random ops seeded by (run seed, slice 
 parallel maps cannot reorder the draws.
 """
 import dataclasses
-import math
 
 import tensorflow.compat.v1 as tf
 
-from model import records
+from model import records, warp
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 
@@ -44,23 +43,12 @@ def rotate_and_scale(image, label, max_degrees, scale_range, seed):
     The image is resampled bilinearly, the label with nearest neighbour; outside is zero.
     """
     angle_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    angle = uniform([], angle_seed, -max_degrees, max_degrees) * math.pi / 180.0
+    degrees = uniform([], angle_seed, -max_degrees, max_degrees)
     scale = uniform([], scale_seed, 1.0 - scale_range, 1.0 + scale_range)
     size = tf.cast(tf.shape(image)[:2], tf.float32)
-    centre_y, centre_x = (size[0] - 1.0) / 2.0, (size[1] - 1.0) / 2.0
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    # Maps output (x, y) to input coordinates: a rotation and zoom about the centre.
-    transform = tf.stack([cos, -sin, centre_x - cos * centre_x + sin * centre_y,
-                          sin, cos, centre_y - sin * centre_x - cos * centre_y, 0.0, 0.0])
-    transform = tf.reshape(transform, [1, 8])
-
-    def warp(tensor, interpolation):
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=tensor[tf.newaxis], transforms=transform, output_shape=tf.shape(tensor)[:2],
-            fill_value=0.0, interpolation=interpolation, fill_mode='CONSTANT')[0]
-
-    label = warp(tf.cast(label[..., tf.newaxis], tf.float32), 'NEAREST')
-    return warp(image, 'BILINEAR'), tf.cast(tf.round(label[..., 0]), tf.int32)
+    transform = warp.centre_transform(degrees, scale, size[0], size[1])
+    label = warp.warp(tf.cast(label[tf.newaxis, ..., tf.newaxis], tf.float32), transform, 'NEAREST')
+    return warp.warp(image[tf.newaxis], transform)[0], tf.cast(tf.round(label[0, ..., 0]), tf.int32)
 
 
 def random_crop(image, label, size, seed):

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-from model import checkpoints
+from model import checkpoints, warp
 from model.cli import format_float_list
 from model.dcr import OUTPUT_STRIDE, build_network
 from model.errors import InputError
@@ -67,6 +67,14 @@ def check_scales(scales):
     if not scales or any(not 0.0 < scale <= 4.0 for scale in scales) or len(set(scales)) != len(scales):
         raise InputError('test-time scales must be distinct zoom factors between 0 and 4, not {}'.format(
             format_float_list(scales) or 'none'))
+
+
+def check_rotations(rotations):
+    """Raise InputError unless `rotations` is a non-empty list of distinct angles in [-180, 180] degrees."""
+    rotations = list(rotations)
+    if not rotations or any(not -180.0 <= angle <= 180.0 for angle in rotations) or len(set(rotations)) != len(rotations):
+        raise InputError('test-time rotations must be distinct angles between -180 and 180 degrees, not {}'.format(
+            format_float_list(rotations) or 'none'))
 
 
 def tumour_threshold_for(decoding, threshold, regions_default):
@@ -144,17 +152,19 @@ class Predictor:
     member_variables), a single network's at the top level, as in training. Volumes are
     standardised with `normalization`, the one the networks' training records were written with.
     With several `scales`, each network also sees the window zoomed by every scale and its
-    probabilities, zoomed back, are averaged (test-time multi-scale, like flipping).
+    probabilities, zoomed back, are averaged (test-time multi-scale, like flipping); with several
+    `rotations` (degrees), so is every zoomed window rotated by each angle about its centre.
     The labelled volume then loses its tumour components smaller than `min_component_size`
     voxels or than `min_component_fraction` of its largest (model.postprocess).
     """
 
     def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
                  tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0,
-                 scales=(1.0,)):
+                 scales=(1.0,), rotations=(0.0,)):
         """network_config: a NetworkConfig, or a list of them for an ensemble."""
         check_decoding(decoding, tumour_threshold)
         check_scales(scales)
+        check_rotations(rotations)
         check_component_limits(min_component_size, min_component_fraction)
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
         if not self.network_configs:
@@ -162,6 +172,7 @@ class Predictor:
         self.batch_size = batch_size
         self.flip = flip
         self.scales = tuple(scales)
+        self.rotations = tuple(rotations)
         self.decoding = decoding
         self.tumour_threshold = tumour_threshold
         self.margin = margin
@@ -197,7 +208,8 @@ class Predictor:
         return 'member{}'.format(index) if len(self.network_configs) > 1 else ''
 
     def _member_probabilities(self, images, index):
-        """Softmax of member `index` on images, averaged over the scales (and mirror images when flipping)."""
+        """Softmax of member `index` on images, averaged over the scales and rotations (and mirror images
+        when flipping)."""
         config, scope = self.network_configs[index], self._scope(index)
         with tf.variable_scope(scope) if scope else contextlib.nullcontext():
             return tf.add_n([self._zoomed_probabilities(images, config, scale)
@@ -205,20 +217,34 @@ class Predictor:
 
     def _zoomed_probabilities(self, images, config, scale):
         """Softmax of the network on images zoomed by `scale` (bilinear, zero-padded to the
-        network's stride), zoomed back to the images' size."""
+        network's stride), averaged over the rotations, zoomed back to the images' size."""
         height, width = images.shape.as_list()[1:3]
         zoomed_height, zoomed_width = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
         zoomed = images
         if (zoomed_height, zoomed_width) != (height, width):
             zoomed = tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width])
             zoomed = tf.image.pad_to_bounding_box(zoomed, 0, 0, round_up(zoomed_height), round_up(zoomed_width))
-        probabilities = tf.nn.softmax(build_network(zoomed, config, False))
-        if self.flip:
-            flipped = build_network(tf.reverse(zoomed, [2]), config, False)
-            probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
+        probabilities = tf.add_n([self._rotated_probabilities(zoomed, config, degrees)
+                                  for degrees in self.rotations]) / len(self.rotations)
         if (zoomed_height, zoomed_width) != (height, width):
             probabilities = tf.compat.v2.image.resize(probabilities[:, :zoomed_height, :zoomed_width], [height, width])
         return probabilities
+
+    def _rotated_probabilities(self, images, config, degrees):
+        """Softmax of the network (averaged with its mirror image's when flipping) on images rotated
+        by `degrees` about their centre, rotated back; pixels the rotated window did not cover are
+        background."""
+        height, width = images.shape.as_list()[1:3]
+        rotated = warp.warp(images, warp.centre_transform(degrees, 1.0, height, width)) if degrees else images
+        probabilities = tf.nn.softmax(build_network(rotated, config, False))
+        if self.flip:
+            flipped = build_network(tf.reverse(rotated, [2]), config, False)
+            probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
+        if not degrees:
+            return probabilities
+        probabilities = warp.warp(probabilities, warp.centre_transform(-degrees, 1.0, height, width))
+        uncovered = 1.0 - tf.reduce_sum(probabilities, axis=-1, keepdims=True)
+        return tf.concat([probabilities[..., :1] + uncovered, probabilities[..., 1:]], axis=-1)
 
     def member_variables(self, graph, index):
         """{name in member `index`'s own checkpoint: variable} of the built graph."""
@@ -296,7 +322,7 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
     `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
     members must share one intensity normalisation.
-    predictor_options (batch_size, flip, scales, decoding, tumour_threshold, min_component_size,
+    predictor_options (batch_size, flip, scales, rotations, decoding, tumour_threshold, min_component_size,
     min_component_fraction) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)

@@ -263,9 +263,15 @@ def test_inference_reads_its_test_time_zooms(flags, scales):
     assert Inference.parse_args(flags).scales == scales
 
 
+@pytest.mark.parametrize('flags, rotations', [([], Inference.ROTATIONS), (['--rotations', '0,-10,10'], (0.0, -10.0, 10.0))])
+def test_inference_reads_its_test_time_rotations(flags, rotations):
+    assert Inference.parse_args(flags).rotations == rotations
+
+
 @pytest.mark.parametrize('flags, problem', [(['--min-component-fraction', '1.5'], 'between 0 and 1'),
                                             (['--min-component-size', '-3'], 'at least 0 voxels'),
-                                            (['--scales', '1,0'], 'test-time scales must be distinct zoom factors')])
+                                            (['--scales', '1,0'], 'test-time scales must be distinct zoom factors'),
+                                            (['--rotations', '0,0'], 'test-time rotations must be distinct angles')])
 def test_inference_refuses_impossible_options(pipeline, tmp_path, flags, problem):
     paths, _ = pipeline
     code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],

@@ -121,6 +121,16 @@ def zooms_row(base, scales=TEST_TIME_ZOOMS):
     return Row(name, zooms_change(scales), '', components_test_time(scales=scales), base)
 
 
+def rotations_row(base, scales='1'):
+    """base's networks decoded with the components defaults, the zooms `scales` and the rotations
+    TEST_TIME_ROTATIONS: the row `<base>-rotations` without zooms, else `<base>-zooms-<n>-rotations`."""
+    zooms = '' if scales == '1' else '-zooms-{}'.format(len(scales.split(',')))
+    change = ('+ the probabilities of the slices rotated by -10° and 10° averaged with the unrotated ones (--rotations '
+              '{}), {}'.format(TEST_TIME_ROTATIONS, 'no zooms' if scales == '1' else 'each zoomed by --scales ' + scales))
+    return Row(base + zooms + '-rotations', change, '',
+               components_test_time(scales=scales) + ' --rotations ' + TEST_TIME_ROTATIONS, base)
+
+
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, ARGMAX, ''),
     Row('budget-recipe-flip', '+ test-time flip', '', test_time(flip=True), 'budget-recipe'),
@@ -226,9 +236,9 @@ ROWS = (
     zooms_row('crop-128-3e-3-avx2'),
     Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
     zooms_row('learning-rate-6e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-rotations', '+ the probabilities of the slices rotated by -10° and 10° averaged '
-        'with the unrotated ones (--rotations 0,-10,10; no zooms)', '',
-        COMPONENTS_TEST_TIME + ' --rotations ' + TEST_TIME_ROTATIONS, 'learning-rate-3e-3-avx2'),
+    rotations_row('learning-rate-3e-3-avx2'),
+    rotations_row('learning-rate-3e-3-avx2-seed-2'),
+    rotations_row('learning-rate-3e-3-avx2', FIVE_ZOOMS),
     Row('histogram-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on records histogram-standardised "
         "(create_pascal_tf_record.py --normalization histogram) before the z-score; Inference.py's defaults",
         RATE_RECIPE + ' --seed 1', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
@@ -303,8 +313,11 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2-components'),
           ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-zooms'),
+          ('learning-rate-3e-3-avx2-seed-2-rotations', 'learning-rate-3e-3-avx2-seed-2-components'),
+          ('learning-rate-3e-3-avx2-zooms-5-rotations', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2-components', 'learning-rate-3e-3-avx2-components'),
+          ('histogram-3e-3-avx2', 'histogram-3e-3-avx2-components'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

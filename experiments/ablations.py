@@ -244,6 +244,8 @@ ROWS = (
         RATE_RECIPE + ' --seed 1', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
     Row('histogram-3e-3-avx2-components', '+ no test-time zooms (--scales 1)', '', COMPONENTS_TEST_TIME,
         'histogram-3e-3-avx2'),
+    Row('histogram-3e-3-avx2-seed-2', 'histogram-3e-3-avx2 trained again with --seed 2; Inference.py\'s defaults',
+        RATE_RECIPE + ' --seed 2', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -318,6 +320,8 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('histogram-3e-3-avx2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2-components', 'learning-rate-3e-3-avx2-components'),
           ('histogram-3e-3-avx2', 'histogram-3e-3-avx2-components'),
+          ('histogram-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2'),
+          ('histogram-3e-3-avx2-seed-2', 'histogram-3e-3-avx2'),
           ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))

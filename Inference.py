@@ -23,7 +23,8 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import check_component_limits
-from model.predict import DECODINGS, check_decoding, check_rotations, check_scales, restored_predictor, tumour_threshold_for
+from model.predict import (DECODINGS, check_decoding, check_rotations, check_scales, restored_predictor,
+                           tumour_threshold_for)
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'

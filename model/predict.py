@@ -72,7 +72,8 @@ def check_scales(scales):
 def check_rotations(rotations):
     """Raise InputError unless `rotations` is a non-empty list of distinct angles in [-180, 180] degrees."""
     rotations = list(rotations)
-    if not rotations or any(not -180.0 <= angle <= 180.0 for angle in rotations) or len(set(rotations)) != len(rotations):
+    if (not rotations or any(not -180.0 <= angle <= 180.0 for angle in rotations)
+            or len(set(rotations)) != len(rotations)):
         raise InputError('test-time rotations must be distinct angles between -180 and 180 degrees, not {}'.format(
             format_float_list(rotations) or 'none'))
 

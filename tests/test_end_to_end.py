@@ -263,7 +263,8 @@ def test_inference_reads_its_test_time_zooms(flags, scales):
     assert Inference.parse_args(flags).scales == scales
 
 
-@pytest.mark.parametrize('flags, rotations', [([], Inference.ROTATIONS), (['--rotations', '0,-10,10'], (0.0, -10.0, 10.0))])
+@pytest.mark.parametrize('flags, rotations', [([], Inference.ROTATIONS),
+                                              (['--rotations', '0,-10,10'], (0.0, -10.0, 10.0))])
 def test_inference_reads_its_test_time_rotations(flags, rotations):
     assert Inference.parse_args(flags).rotations == rotations
 

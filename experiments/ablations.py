@@ -123,11 +123,12 @@ def zooms_row(base, scales=TEST_TIME_ZOOMS):
 
 def rotations_row(base, scales='1'):
     """base's networks decoded with the components defaults, the zooms `scales` and the rotations
-    TEST_TIME_ROTATIONS: the row `<base>-rotations` without zooms, else `<base>-zooms-<n>-rotations`."""
-    zooms = '' if scales == '1' else '-zooms-{}'.format(len(scales.split(',')))
-    change = ('+ the probabilities of the slices rotated by -10° and 10° averaged with the unrotated ones (--rotations '
-              '{}), {}'.format(TEST_TIME_ROTATIONS, 'no zooms' if scales == '1' else 'each zoomed by --scales ' + scales))
-    return Row(base + zooms + '-rotations', change, '',
+    TEST_TIME_ROTATIONS: the row `<base>-rotations` without zooms, else zooms_row's name + `-rotations`."""
+    turns = ' and '.join('{}°'.format(angle) for angle in TEST_TIME_ROTATIONS.split(',') if angle != '0')
+    change = '+ the probabilities of the slices rotated by {} averaged with the unrotated ones (--rotations {}), {}'.format(
+        turns, TEST_TIME_ROTATIONS, 'no zooms' if scales == '1' else 'each zoomed by --scales ' + scales)
+    zoomed = base if scales == '1' else zooms_row(base, scales).name
+    return Row(zoomed + '-rotations', change, '',
                components_test_time(scales=scales) + ' --rotations ' + TEST_TIME_ROTATIONS, base)
 
 

@@ -61,21 +61,24 @@ def check_decoding(decoding, tumour_threshold=0.5):
         raise InputError('a tumour threshold other than 0.5 needs regions decoding')
 
 
+def _check_distinct_values(values, allowed, requirement):
+    """Raise InputError('test-time <requirement>, not <values>') unless `values` is a non-empty
+    list of distinct numbers for each of which allowed(value) holds."""
+    values = list(values)
+    if not values or not all(allowed(value) for value in values) or len(set(values)) != len(values):
+        raise InputError('test-time {}, not {}'.format(requirement, format_float_list(values) or 'none'))
+
+
 def check_scales(scales):
     """Raise InputError unless `scales` is a non-empty list of distinct zoom factors in (0, 4]."""
-    scales = list(scales)
-    if not scales or any(not 0.0 < scale <= 4.0 for scale in scales) or len(set(scales)) != len(scales):
-        raise InputError('test-time scales must be distinct zoom factors between 0 and 4, not {}'.format(
-            format_float_list(scales) or 'none'))
+    _check_distinct_values(scales, lambda scale: 0.0 < scale <= 4.0,
+                           'scales must be distinct zoom factors between 0 and 4')
 
 
 def check_rotations(rotations):
     """Raise InputError unless `rotations` is a non-empty list of distinct angles in [-180, 180] degrees."""
-    rotations = list(rotations)
-    if (not rotations or any(not -180.0 <= angle <= 180.0 for angle in rotations)
-            or len(set(rotations)) != len(rotations)):
-        raise InputError('test-time rotations must be distinct angles between -180 and 180 degrees, not {}'.format(
-            format_float_list(rotations) or 'none'))
+    _check_distinct_values(rotations, lambda angle: -180.0 <= angle <= 180.0,
+                           'rotations must be distinct angles between -180 and 180 degrees')
 
 
 def tumour_threshold_for(decoding, threshold, regions_default):

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import cross_validation, fold_selection  # noqa: E402
+from experiments import cross_validation, fold_selection, rule  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
@@ -27,7 +27,7 @@ from model.errors import InputError  # noqa: E402
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
 REPORT = 'docs/accuracy.md'
-BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1'   # rows append flags; the last wins
+BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1 --tumour-fraction 0.5'   # rows append flags; the last wins
 
 
 def with_jitter(scale, shift):
@@ -39,40 +39,28 @@ JITTER_RECIPE = with_jitter(0.5, 0.5)   # Train.py's defaults from intensity-jit
 RATE_RECIPE = JITTER_RECIPE + ' --learning-rate 3e-3'   # Train.py's defaults since learning-rate-3e-3
 
 
-def test_time(threshold=None, flip=False, component_fraction=0.0, scales='1'):
-    """Inference.py flags stating a row's decoding, flip, component removal and zooms, so the row
-    does not depend on Inference.py's defaults: argmax when `threshold` is None, else region
-    decoding with tumour where P(WT) > threshold; tumour components smaller than
-    `component_fraction` of the largest removed; probabilities averaged over the zooms `scales`."""
+def test_time(threshold=None, tta='none', component_fraction=0.0):
+    """Inference.py flags stating a row's decoding, test-time augmentation and component removal, so
+    the row does not depend on Inference.py's defaults: argmax when `threshold` is None, else region
+    decoding with tumour where P(WT) > threshold; `tta` as Inference.py's --tta; tumour components
+    smaller than `component_fraction` of the largest removed."""
     decoding = '--decoding argmax' if threshold is None else '--decoding regions --tumour-threshold {:g}'.format(threshold)
-    return '{} --flip {} --min-component-fraction {:g} --scales {}'.format(
-        decoding, 'on' if flip else 'off', component_fraction, scales)
+    return '{} --tta {} --min-component-fraction {:g}'.format(decoding, tta, component_fraction)
 
 
-ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows
+ARGMAX = test_time()        # Inference.py's default until the tumour-threshold rows, and again since nested selection
 REGIONS = test_time(0.5)
-DEFAULT_TEST_TIME = test_time(0.2, flip=True)   # Inference.py's defaults from row defaults-2 until the components rows
-INFERENCE_THRESHOLD, INFERENCE_COMPONENT_FRACTION = 0.2, 0.1   # Inference.py's defaults since the components rows
+DEFAULT_TEST_TIME = test_time(0.2, tta='flip')   # Inference.py's defaults from row defaults-2 until the components rows
+COMPONENTS_THRESHOLD, COMPONENTS_FRACTION = 0.2, 0.1   # Inference.py's defaults from the components rows until nested selection
 
 
-def components_test_time(threshold=INFERENCE_THRESHOLD, scales='1'):
-    """Inference.py's defaults since the components rows (flip, tumour components under a tenth of
-    the largest removed) at tumour threshold `threshold`, averaged over the zooms `scales`."""
-    return test_time(threshold, flip=True, component_fraction=INFERENCE_COMPONENT_FRACTION, scales=scales)
-
-
-def zooms_change(scales):
-    """A row's change: the zooms `scales` (as --scales takes them) averaged with the unzoomed slices."""
-    zooms = [scale for scale in scales.split(',') if scale != '1']
-    return '+ the probabilities of the slices zoomed by {} and {} averaged with the unzoomed ones (--scales {})'.format(
-        ', '.join(zooms[:-1]), zooms[-1], scales)
+def components_test_time(threshold=COMPONENTS_THRESHOLD, tta='flip'):
+    """Inference.py's defaults from the components rows until nested selection (flip, tumour components
+    under a tenth of the largest removed) at tumour threshold `threshold`, with test-time augmentation `tta`."""
+    return test_time(threshold, tta=tta, component_fraction=COMPONENTS_FRACTION)
 
 
 COMPONENTS_TEST_TIME = components_test_time()
-TEST_TIME_ZOOMS = '0.9,1,1.1'
-FIVE_ZOOMS = '0.8,0.9,1,1.1,1.2'   # Inference.py's default since the zooms-5 rows
-SEVEN_ZOOMS = '0.7,0.8,0.9,1,1.1,1.2,1.3'
-TEST_TIME_ROTATIONS = '0,-10,10'   # degrees; within the training's rotation jitter of ±10°
 
 Row = collections.namedtuple('Row', 'name change train_flags inference_flags trained_from val_patients ensemble '
                              'convert_flags batch_size', defaults=(0, 1, '', cross_validation.BATCH_SIZE))
@@ -100,42 +88,31 @@ COMPONENT_THRESHOLD_BASES = ('learning-rate-3e-3-avx2', 'spatial-strong-3e-3-avx
 
 
 def component_threshold_name(base, threshold):
-    """The row decoding `base`'s networks with Inference.py's defaults at `threshold`; at the
-    default threshold that is the row `<base>-components`."""
-    return base + '-components' + ('' if threshold == INFERENCE_THRESHOLD else '-t{:g}'.format(threshold))
+    """The row decoding `base`'s networks with the components defaults at `threshold`; at the
+    components threshold that is the row `<base>-components`."""
+    return base + '-components' + ('' if threshold == COMPONENTS_THRESHOLD else '-t{:g}'.format(threshold))
 
 
 def component_threshold_rows(base):
-    """Test-time rows on the networks of row `base`: Inference.py's defaults (flip, components
-    under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than the default."""
+    """Test-time rows on the networks of row `base`: the components defaults (flip, components
+    under a tenth of the largest removed) at each of COMPONENT_THRESHOLDS other than 0.2."""
     return [Row(component_threshold_name(base, threshold),
-                "+ Inference.py's defaults at tumour threshold {:g} (from {:g})".format(threshold, INFERENCE_THRESHOLD),
+                "+ the components defaults at tumour threshold {:g} (from {:g})".format(threshold, COMPONENTS_THRESHOLD),
                 '', components_test_time(threshold), base)
-            for threshold in COMPONENT_THRESHOLDS if threshold != INFERENCE_THRESHOLD]
+            for threshold in COMPONENT_THRESHOLDS if threshold != COMPONENTS_THRESHOLD]
 
 
-def zooms_row(base, scales=TEST_TIME_ZOOMS):
-    """base's networks decoded with the components defaults and the zooms `scales`: the row
-    `<base>-zooms` for TEST_TIME_ZOOMS, else `<base>-zooms-<number of zooms>`."""
-    name = base + '-zooms' + ('' if scales == TEST_TIME_ZOOMS else '-{}'.format(len(scales.split(','))))
-    return Row(name, zooms_change(scales), '', components_test_time(scales=scales), base)
-
-
-def rotations_row(base, scales='1'):
-    """base's networks decoded with the components defaults, the zooms `scales` and the rotations
-    TEST_TIME_ROTATIONS: the row `<base>-rotations` without zooms, else zooms_row's name + `-rotations`."""
-    turns = ' and '.join('{}°'.format(angle) for angle in TEST_TIME_ROTATIONS.split(',') if angle != '0')
-    change = '+ the probabilities of the slices rotated by {} averaged with the unrotated ones (--rotations {}), {}'.format(
-        turns, TEST_TIME_ROTATIONS, 'no zooms' if scales == '1' else 'each zoomed by --scales ' + scales)
-    zoomed = base if scales == '1' else zooms_row(base, scales).name
-    return Row(zoomed + '-rotations', change, '',
-               components_test_time(scales=scales) + ' --rotations ' + TEST_TIME_ROTATIONS, base)
+def zooms_row(base):
+    """base's networks decoded with the components defaults and the five zooms of --tta zooms: the row
+    `<base>-zooms-5`."""
+    return Row(base + '-zooms-5', '+ the probabilities of the slices zoomed by 0.8, 0.9, 1.1 and 1.2 averaged with '
+               'the unzoomed ones (--tta zooms)', '', components_test_time(tta='zooms'), base)
 
 
 ROWS = (
     Row('budget-recipe', 'crop 160, Adam 1e-3 cosine, CE + soft Dice; argmax', BUDGET_RECIPE, ARGMAX, ''),
-    Row('budget-recipe-flip', '+ test-time flip', '', test_time(flip=True), 'budget-recipe'),
-    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', test_time(0.5, flip=True),
+    Row('budget-recipe-flip', '+ test-time flip', '', test_time(tta='flip'), 'budget-recipe'),
+    Row('budget-recipe-regions-flip', '+ region decoding + flip', '', test_time(0.5, tta='flip'),
         'budget-recipe'),
     Row('budget-recipe-components', '+ drop components < 200 voxels', '', ARGMAX + ' --min-component-size 200',
         'budget-recipe'),
@@ -211,14 +188,10 @@ ROWS = (
         "of the patient's largest removed", '', COMPONENTS_TEST_TIME, 'learning-rate-3e-3-avx2'),
     *component_threshold_rows('learning-rate-3e-3-avx2'),
     zooms_row('learning-rate-3e-3-avx2'),
-    Row('learning-rate-3e-3-avx2-zooms-t0.3', zooms_change(TEST_TIME_ZOOMS) + ', tumour threshold 0.3 (from 0.2)', '',
-        components_test_time(0.3, TEST_TIME_ZOOMS), 'learning-rate-3e-3-avx2'),
-    zooms_row('learning-rate-3e-3-avx2', FIVE_ZOOMS),
-    zooms_row('learning-rate-3e-3-avx2', SEVEN_ZOOMS),
     Row('learning-rate-3e-3-avx2-seed-2', "learning-rate-3e-3-avx2 trained again with --seed 2 on the AVX2 CPU; "
         "Inference.py's defaults (flip, components, five zooms)", RATE_RECIPE + ' --seed 2',
-        components_test_time(scales=FIVE_ZOOMS), ''),
-    Row('learning-rate-3e-3-avx2-seed-2-components', '+ no test-time zooms (--scales 1)', '', COMPONENTS_TEST_TIME,
+        components_test_time(tta='zooms'), ''),
+    Row('learning-rate-3e-3-avx2-seed-2-components', '+ no test-time zooms (--tta flip)', '', COMPONENTS_TEST_TIME,
         'learning-rate-3e-3-avx2-seed-2'),
     Row('spatial-strong-3e-3-avx2', "spatial-strong-3e-3 (seed 1) trained on a CPU without AVX-512, like "
         "learning-rate-3e-3-avx2; Inference.py's defaults",
@@ -227,26 +200,20 @@ ROWS = (
         "removed", '', COMPONENTS_TEST_TIME, 'spatial-strong-3e-3-avx2'),
     *component_threshold_rows('spatial-strong-3e-3-avx2'),
     zooms_row('spatial-strong-3e-3-avx2'),
-    zooms_row('spatial-strong-3e-3-avx2', FIVE_ZOOMS),
     Row('crop-128-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on crops of 128 (from 160), so more "
         "steps fit in the 20 minutes; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --crop-size 128',
         COMPONENTS_TEST_TIME, ''),
     Row('learning-rate-6e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) at a peak learning rate of 6e-3 "
         "(from 3e-3), cosine decay as before; Inference.py's defaults", RATE_RECIPE + ' --seed 1 --learning-rate 6e-3',
         COMPONENTS_TEST_TIME, ''),
-    zooms_row('crop-128-3e-3-avx2'),
     Row('learning-rate-6e-3-avx2-argmax', '+ argmax, no flip', '', ARGMAX, 'learning-rate-6e-3-avx2'),
-    zooms_row('learning-rate-6e-3-avx2'),
-    rotations_row('learning-rate-3e-3-avx2'),
-    rotations_row('learning-rate-3e-3-avx2-seed-2'),
-    rotations_row('learning-rate-3e-3-avx2', FIVE_ZOOMS),
     Row('histogram-3e-3-avx2', "learning-rate-3e-3-avx2's training (seed 1) on records histogram-standardised "
         "(create_pascal_tf_record.py --normalization histogram) before the z-score; Inference.py's defaults",
-        RATE_RECIPE + ' --seed 1', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
-    Row('histogram-3e-3-avx2-components', '+ no test-time zooms (--scales 1)', '', COMPONENTS_TEST_TIME,
+        RATE_RECIPE + ' --seed 1', components_test_time(tta='zooms'), '', convert_flags='--normalization histogram'),
+    Row('histogram-3e-3-avx2-components', '+ no test-time zooms (--tta flip)', '', COMPONENTS_TEST_TIME,
         'histogram-3e-3-avx2'),
     Row('histogram-3e-3-avx2-seed-2', 'histogram-3e-3-avx2 trained again with --seed 2; Inference.py\'s defaults',
-        RATE_RECIPE + ' --seed 2', components_test_time(scales=FIVE_ZOOMS), '', convert_flags='--normalization histogram'),
+        RATE_RECIPE + ' --seed 2', components_test_time(tta='zooms'), '', convert_flags='--normalization histogram'),
     Row('crop-224', "budget recipe at the paper's crop of 224", BUDGET_RECIPE + ' --crop-size 224', ARGMAX, ''),
     Row('defaults', "Train.py's defaults until jitter 0.5: the budget recipe, jitter 0.1, float32; argmax",
         '--intensity-scale 0.1 --intensity-shift 0.1', ARGMAX, ''),
@@ -258,7 +225,7 @@ ROWS = (
     Row('validation-selected', "Train.py's defaults (seed 1) on 7 of the 8 training patients, keeping the checkpoint "
         "of best mean validation Dice on the 8th (checked every 200 steps and at the end, argmax without flip, as "
         "Train.py validated then); Inference.py's defaults on that checkpoint (--checkpoint best)",
-        JITTER_RECIPE + ' --seed 1 --validate-every-steps 200 --val-decoding argmax --val-flip off',
+        JITTER_RECIPE + ' --seed 1 --validate-every-steps 200 --val-decoding argmax --val-tta none',
         DEFAULT_TEST_TIME + ' --checkpoint best', '', val_patients=1),
     Row('validation-selected-last', '+ the last checkpoint instead of the validation-selected one', '',
         DEFAULT_TEST_TIME + ' --checkpoint latest', 'validation-selected'),
@@ -306,24 +273,33 @@ PAIRED = (('paper-training', 'budget-recipe'), ('tumour-weight-2', 'budget-recip
           ('learning-rate-3e-3-avx2-components-t0.3', 'learning-rate-3e-3-avx2-components'),
           ('learning-rate-3e-3-avx2-components-t0.15', 'learning-rate-3e-3-avx2-components'),
           ('spatial-strong-3e-3-avx2-components-t0.15', 'spatial-strong-3e-3-avx2-components'),
-          ('learning-rate-3e-3-avx2-zooms', 'learning-rate-3e-3-avx2-components'),
-          ('spatial-strong-3e-3-avx2-zooms', 'spatial-strong-3e-3-avx2-components'),
-          ('learning-rate-3e-3-avx2-zooms-t0.3', 'learning-rate-3e-3-avx2-components'),
-          ('learning-rate-3e-3-avx2-zooms-5', 'learning-rate-3e-3-avx2-zooms'),
-          ('spatial-strong-3e-3-avx2-zooms-5', 'spatial-strong-3e-3-avx2-zooms'),
-          ('learning-rate-3e-3-avx2-zooms-7', 'learning-rate-3e-3-avx2-zooms-5'),
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('learning-rate-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2-components'),
-          ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-components'),
-          ('learning-rate-3e-3-avx2-rotations', 'learning-rate-3e-3-avx2-zooms'),
-          ('learning-rate-3e-3-avx2-seed-2-rotations', 'learning-rate-3e-3-avx2-seed-2-components'),
-          ('learning-rate-3e-3-avx2-zooms-5-rotations', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2', 'learning-rate-3e-3-avx2-zooms-5'),
           ('histogram-3e-3-avx2-components', 'learning-rate-3e-3-avx2-components'),
           ('histogram-3e-3-avx2', 'histogram-3e-3-avx2-components'),
           ('histogram-3e-3-avx2-seed-2', 'learning-rate-3e-3-avx2-seed-2'),
           ('histogram-3e-3-avx2-seed-2', 'histogram-3e-3-avx2'),
-          ('crop-128-3e-3-avx2-zooms', 'crop-128-3e-3-avx2'), ('learning-rate-6e-3-avx2-zooms', 'learning-rate-6e-3-avx2'))
+          ('learning-rate-3e-3-avx2-zooms-5', 'learning-rate-3e-3-avx2-components'),
+          ('spatial-strong-3e-3-avx2-zooms-5', 'spatial-strong-3e-3-avx2-components'))
+# Train.py's options against their simpler alternative, by the rule (experiments/rule.py):
+# (option, its current default, row with the option, row with the simpler alternative).
+RULE_CHECKS = (
+    ('soft Dice term (weight 1)', 'off', 'defaults-2', 'dice-off-argmax'),
+    ('soft Dice term (weight 1), regions decoding', 'off', 'defaults-2-regions-t0.2-flip', 'dice-off'),
+    ('tumour oversampling (half of each batch)', 'off', 'defaults-2', 'natural-sampling-argmax'),
+    ('tumour oversampling (half of each batch), regions decoding', 'off', 'defaults-seed-1', 'natural-sampling'),
+    ('intensity jitter 0.5 (from 0.1)', '0.5', 'intensity-jitter-0.5', 'defaults'),
+    ('intensity jitter 0.5 (from 0.1), second training', '0.5', 'intensity-jitter-0.5-rerun', 'defaults'),
+    ('peak learning rate 3e-3 (from 1e-3)', '3e-3', 'learning-rate-3e-3', 'defaults-seed-1'),
+    ('cosine decay (from constant)', 'cosine', 'learning-rate-3e-3', 'lr-decay-none'),
+    ("crop 160, Adam 1e-3 cosine (from the paper's crop 224, 1e-4 constant)", 'crop 160', 'budget-recipe',
+     'paper-training'),
+    ('histogram standardisation (from z-score alone)', 'off', 'histogram-normalization', 'defaults-seed-1'),
+    ('histogram standardisation (from z-score alone), second training', 'off', 'histogram-3e-3-avx2',
+     'learning-rate-3e-3-avx2-zooms-5'),
+    ('class weight 2 on tumour (from 1)', 'off', 'tumour-weight-2', 'budget-recipe'),
+)
 PAIRED_METRICS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
                   ('TC_dice', 'TC Dice'), ('ET_dice', 'ET Dice'))
 COLUMNS = (('WT_dice', 'WT Dice'), ('WT_ppv', 'WT PPV'), ('WT_sensitivity', 'WT sens.'),
@@ -455,30 +431,51 @@ def paired_table(results):
     return '\n'.join(lines)
 
 
+def rule_table(results):
+    """Markdown table of each RULE_CHECKS entry with results: the option's paired WT Dice gain and
+    WT PPV change over its simpler alternative, TC Dice, and whether it passes the rule."""
+    lines = ['| option | default | rows | WT Dice gain ± s.e. (better) | WT PPV change | TC Dice change | passes |',
+             '|' + '---|' * 7]
+    for option, default, name, simpler in RULE_CHECKS:
+        if name in results and simpler in results:
+            gain, error, better, count = paired_differences(results[name], results[simpler], 'WT_dice')
+            ppv = paired_differences(results[name], results[simpler], 'WT_ppv')[0]
+            core = paired_differences(results[name], results[simpler], 'TC_dice')[0]
+            lines.append('| {} | {} | {} vs {} | {:+.3f} ± {:.3f} ({}/{}) | {:+.3f} | {:+.3f} | {} |'.format(
+                option, default, name, simpler, gain, error, better, count, ppv, core,
+                'yes' if rule.passes(gain, error, ppv) else 'no'))
+    return '\n'.join(lines)
+
+
 def markers(section):
     """The start and end comments that delimit a generated section of the report."""
     return '<!-- {}: start -->'.format(section), '<!-- {}: end -->'.format(section)
+
+
+def replace_sections(report, rendered):
+    """Replace the text between the markers of each section of `report` with rendered[section]."""
+    with open(report) as stream:
+        text = stream.read()
+    for section, body in rendered.items():
+        start, end = markers(section)
+        if start not in text or end not in text.split(start, 1)[1]:
+            raise InputError('{}: table markers {} ... {} are missing or out of order'.format(report, start, end))
+        before, rest = text.split(start, 1)
+        text = before + start + '\n' + body + '\n' + end + rest.split(end, 1)[1]
+    with atomic_output(report) as temporary:
+        with open(temporary, 'w') as stream:
+            stream.write(text)
 
 
 def write_tables(report=REPORT, results_dir=RESULTS_DIR):
     """Replace the text between each generated section's markers in `report` with its table;
     returns the tables."""
     results = load_results(results_dir)
-    with open(report) as stream:
-        text = stream.read()
-    tables = []
-    for section, render in (('ablation table', table), ('fold selection', selection_table),
-                            ('paired differences', paired_table)):
-        start, end = markers(section)
-        if start not in text or end not in text.split(start, 1)[1]:
-            raise InputError('{}: table markers {} ... {} are missing or out of order'.format(report, start, end))
-        before, rest = text.split(start, 1)
-        tables.append(render(results))
-        text = before + start + '\n' + tables[-1] + '\n' + end + rest.split(end, 1)[1]
-    with atomic_output(report) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(text)
-    return '\n\n'.join(tables)
+    rendered = collections.OrderedDict((section, render(results)) for section, render in (
+        ('ablation table', table), ('fold selection', selection_table), ('paired differences', paired_table),
+        ('training defaults', rule_table)))
+    replace_sections(report, rendered)
+    return '\n\n'.join(rendered.values())
 
 
 def parse_args(argv):

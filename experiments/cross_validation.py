@@ -1,7 +1,7 @@
 """Patient-level k-fold cross-validation on real BraTS cases, through the project's scripts.
 
 For each fold: readfile.py indexes the cases once; the fold's training patients are converted
-by create_pascal_tf_record.py, Train.py trains under a wall-clock budget, Inference.py
+by create_pascal_tf_record.py, Train.py trains under a wall-clock budget (or to --num-steps), Inference.py
 segments the held-out patients and Evaluate.py scores them. A fold whose summary.json exists
 is not rerun, and an interrupted fold resumes from its last checkpoint. The results table
 (per fold, and mean +- std over the held-out patients) goes to WORK/results.md and
@@ -17,7 +17,7 @@ With --trained-from, a run reuses the checkpoints of an earlier run's folds and 
 evaluates: the way to compare test-time options on identical networks.
 
     python experiments/cross_validation.py --work-dir experiments/runs/flip \
-        --trained-from experiments/runs/baseline --inference-flags=--flip
+        --trained-from experiments/runs/baseline --inference-flags='--tta flip'
 """
 import json
 import os
@@ -48,6 +48,7 @@ WORK_DIR = 'experiments/runs/baseline'
 FOLDS = 3
 SEED = 0
 BUDGET_MINUTES = 20.0
+NUM_STEPS = 0                # > 0: train every fold to this global step instead of for the budget
 BATCH_SIZE = 8
 CONVERT_FLAGS = ''
 TRAIN_FLAGS = ''
@@ -68,6 +69,8 @@ def parse_args(argv):
     add('--folds', type=int, default=FOLDS)
     add('--seed', type=int, default=SEED, help='seed of the fold assignment')
     add('--budget-minutes', type=float, default=BUDGET_MINUTES, help='training time per fold')
+    add('--num-steps', type=int, default=NUM_STEPS,
+        help='> 0: train every fold to this global step, however long it takes, instead of for --budget-minutes')
     add('--batch-size', type=int, default=BATCH_SIZE)
     add('--ensemble', type=int, default=ENSEMBLE, help='networks trained per fold, one after another, '
         'sharing the budget; Inference.py averages their probabilities')
@@ -174,8 +177,7 @@ def run_fold(index, train_patients, test_patients, args):
                    + shlex.split(args.convert_flags), commands)
         for ckpt in ckpt_dirs:   # the fold's budget is shared by the ensemble's members
             run_script(Train, ['--train-records', os.path.join(records, 'train-*'), '--val-list', val_list,
-                               '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size), '--time-budget-minutes',
-                               str(args.budget_minutes / len(ckpt_dirs)), '--num-steps', '1000000']
+                               '--ckpt-dir', ckpt, '--batch-size', str(args.batch_size)] + training_length(args, len(ckpt_dirs))
                        + shlex.split(args.train_flags), commands)
     rows = predict_and_score(os.path.join(lists, 'test.txt'), ckpt_dirs, predictions, args.inference_flags, commands)
     steps, train_seconds = _trained(ckpt_dirs)
@@ -192,6 +194,14 @@ def run_fold(index, train_patients, test_patients, args):
         summary['machine'] = trained_on
     write_json(summary, summary_path)
     return summary
+
+
+def training_length(args, members):
+    """Train.py flags of how long each of a fold's `members` networks trains: to --num-steps when
+    given, else for its share of the budget."""
+    if args.num_steps > 0:
+        return ['--num-steps', str(args.num_steps), '--time-budget-minutes', '0']
+    return ['--time-budget-minutes', str(args.budget_minutes / members), '--num-steps', '1000000']
 
 
 def trained_fold(run_dir, index, test_patients):

@@ -34,15 +34,14 @@ def parse_args(argv):
 
 def variants(min_component_size):
     """(name, Inference.py flags) of every on/off combination of flip and removal by size, then
-    flip with Inference.py's default zooms; removal relative to the largest component stays off,
-    so that removal by size is measured alone, and the zooms are off unless named."""
+    --tta zooms; removal relative to the largest component stays off, so that removal by size is
+    measured alone."""
     components = ['--min-component-size', str(min_component_size)]
-    zooms = cli.format_float_list(Inference.SCALES)
     return [(name, flags + ['--min-component-fraction', '0']) for name, flags in (
-        ('plain', ['--flip', 'off', '--scales', '1']), ('flip', ['--flip', 'on', '--scales', '1']),
-        ('components >= {}'.format(min_component_size), ['--flip', 'off', '--scales', '1'] + components),
-        ('flip + components', ['--flip', 'on', '--scales', '1'] + components),
-        ('flip + zooms ' + zooms, ['--flip', 'on', '--scales', zooms]))]
+        ('plain', ['--tta', 'none']), ('flip', ['--tta', 'flip']),
+        ('components >= {}'.format(min_component_size), ['--tta', 'none'] + components),
+        ('flip + components', ['--tta', 'flip'] + components),
+        ('flip + zooms 0.8-1.2', ['--tta', 'zooms']))]
 
 
 def main(argv=None):

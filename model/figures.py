@@ -136,3 +136,26 @@ if __name__ == '__main__':
     from model import cli
     cli.graph_mode()
     draw_architecture(sys.argv[1] if len(sys.argv) > 1 else 'image/pipeline.png')
+
+
+def save_threshold_curve(thresholds, curves, argmax, path):
+    """PNG of whole-tumour Dice, PPV and sensitivity against the tumour threshold of region decoding.
+
+    Args:
+      thresholds: the tumour thresholds, increasing.
+      curves: {'WT_dice' | 'WT_ppv' | 'WT_sensitivity': values at each threshold}.
+      argmax: {the same keys: the value under argmax decoding}, drawn as dotted lines.
+      path: output PNG.
+    """
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (metric, values), colour in zip(curves.items(), ('tab:blue', 'tab:orange', 'tab:green')):
+        name = metric.replace('WT_', 'WT ').replace('dice', 'Dice').replace('ppv', 'PPV')
+        axis.plot(thresholds, values, marker='o', color=colour, label=name)
+        axis.axhline(argmax[metric], color=colour, linestyle=':', linewidth=1)
+    axis.plot([], [], color='grey', linestyle=':', label='argmax decoding')
+    axis.set_xlabel('tumour threshold: tumour where P(WT) exceeds it')
+    axis.set_ylabel('mean over held-out patients')
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc='lower center')
+    figure.tight_layout()
+    _save(figure, path)

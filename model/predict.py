@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-from model import checkpoints, warp
-from model.cli import format_float_list
-from model.dcr import OUTPUT_STRIDE, build_network
+from model import checkpoints
+from model.dcr import NUM_CLASSES, OUTPUT_STRIDE, build_network
 from model.errors import InputError
 from model.losses import region_probabilities
 from model.normalization import ZSCORE, brain_mask, intensity_stats, normalize, standardize
@@ -61,24 +60,22 @@ def check_decoding(decoding, tumour_threshold=0.5):
         raise InputError('a tumour threshold other than 0.5 needs regions decoding')
 
 
-def _check_distinct_values(values, allowed, requirement):
-    """Raise InputError('test-time <requirement>, not <values>') unless `values` is a non-empty
-    list of distinct numbers for each of which allowed(value) holds."""
-    values = list(values)
-    if not values or not all(allowed(value) for value in values) or len(set(values)) != len(values):
-        raise InputError('test-time {}, not {}'.format(requirement, format_float_list(values) or 'none'))
+TestTime = collections.namedtuple('TestTime', 'flip scales')
+# Inference.py's --tta: which variants of each window are predicted and averaged. 'none' is one
+# forward pass (the paper's); 'flip' adds the left-right mirror image, in the same batch (2 passes);
+# 'zooms' also zooms each window by 0.8 to 1.2 (10 passes). docs/accuracy.md, "Defaults", measures them.
+TEST_TIME_AUGMENTATIONS = collections.OrderedDict((
+    ('none', TestTime(False, (1.0,))),
+    ('flip', TestTime(True, (1.0,))),
+    ('zooms', TestTime(True, (0.8, 0.9, 1.0, 1.1, 1.2))),
+))
 
 
-def check_scales(scales):
-    """Raise InputError unless `scales` is a non-empty list of distinct zoom factors in (0, 4]."""
-    _check_distinct_values(scales, lambda scale: 0.0 < scale <= 4.0,
-                           'scales must be distinct zoom factors between 0 and 4')
-
-
-def check_rotations(rotations):
-    """Raise InputError unless `rotations` is a non-empty list of distinct angles in [-180, 180] degrees."""
-    _check_distinct_values(rotations, lambda angle: -180.0 <= angle <= 180.0,
-                           'rotations must be distinct angles between -180 and 180 degrees')
+def check_tta(tta):
+    """Raise InputError unless `tta` names one of TEST_TIME_AUGMENTATIONS."""
+    if tta not in TEST_TIME_AUGMENTATIONS:
+        raise InputError('test-time augmentation must be one of {}, not {!r}'.format(
+            ', '.join(TEST_TIME_AUGMENTATIONS), tta))
 
 
 def tumour_threshold_for(decoding, threshold, regions_default):
@@ -155,28 +152,25 @@ class Predictor:
     decoding; member k's variables live under the variable scope `member<k>` (see
     member_variables), a single network's at the top level, as in training. Volumes are
     standardised with `normalization`, the one the networks' training records were written with.
-    With several `scales`, each network also sees the window zoomed by every scale and its
-    probabilities, zoomed back, are averaged (test-time multi-scale, like flipping); with several
-    `rotations` (degrees), so is every zoomed window rotated by each angle about its centre.
-    The labelled volume then loses its tumour components smaller than `min_component_size`
-    voxels or than `min_component_fraction` of its largest (model.postprocess).
+    `tta` names the test-time variants whose probabilities are averaged (TEST_TIME_AUGMENTATIONS):
+    a window's mirror image goes through the network in the same batch as the window, and each
+    zoom is one more batch whose probabilities are zoomed back. The labelled volume then loses its
+    tumour components smaller than `min_component_size` voxels or than `min_component_fraction` of
+    its largest (model.postprocess).
     """
 
-    def __init__(self, network_config, batch_size=8, flip=False, margin=WINDOW_MARGIN, decoding='argmax',
-                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0,
-                 scales=(1.0,), rotations=(0.0,)):
+    def __init__(self, network_config, batch_size=8, tta='none', margin=WINDOW_MARGIN, decoding='argmax',
+                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0):
         """network_config: a NetworkConfig, or a list of them for an ensemble."""
+        check_tta(tta)
         check_decoding(decoding, tumour_threshold)
-        check_scales(scales)
-        check_rotations(rotations)
         check_component_limits(min_component_size, min_component_fraction)
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
         if not self.network_configs:
             raise InputError('an ensemble needs at least one network')
         self.batch_size = batch_size
-        self.flip = flip
-        self.scales = tuple(scales)
-        self.rotations = tuple(rotations)
+        self.tta = tta
+        self.flip, self.scales = TEST_TIME_AUGMENTATIONS[tta]
         self.decoding = decoding
         self.tumour_threshold = tumour_threshold
         self.margin = margin
@@ -187,10 +181,10 @@ class Predictor:
 
     def build(self, graph):
         """Add the network to `graph` for a default window (creates its variables)."""
-        self.labels_op(graph, 224, 224)
+        self.window_ops(graph, 224, 224)
 
-    def labels_op(self, graph, height, width):
-        """(raw, mean, std placeholders, uint8 labels op) for windows of height x width.
+    def window_ops(self, graph, height, width):
+        """(raw, mean, std placeholders, probabilities op, uint8 labels op) for windows of height x width.
 
         raw takes float32 [N, height, width, 4] intensities (after model.normalization.standardize);
         mean and std their volume's statistics from model.normalization.intensity_stats.
@@ -202,9 +196,9 @@ class Predictor:
                 std = tf.placeholder(tf.float32, [4], name='std')
                 images = normalize(raw, mean, std)
                 probabilities = tf.add_n([self._member_probabilities(images, index)
-                                          for index in range(len(self.network_configs))])
-                labels = decode(probabilities / len(self.network_configs), self.decoding, self.tumour_threshold)
-            self._graphs[height, width] = (raw, mean, std, labels)
+                                          for index in range(len(self.network_configs))]) / len(self.network_configs)
+                labels = decode(probabilities, self.decoding, self.tumour_threshold)
+            self._graphs[height, width] = (raw, mean, std, probabilities, labels)
         return self._graphs[height, width]
 
     def _scope(self, index):
@@ -212,8 +206,7 @@ class Predictor:
         return 'member{}'.format(index) if len(self.network_configs) > 1 else ''
 
     def _member_probabilities(self, images, index):
-        """Softmax of member `index` on images, averaged over the scales and rotations (and mirror images
-        when flipping)."""
+        """Softmax of member `index` on images, averaged over the zooms (and mirror images)."""
         config, scope = self.network_configs[index], self._scope(index)
         with tf.variable_scope(scope) if scope else contextlib.nullcontext():
             return tf.add_n([self._zoomed_probabilities(images, config, scale)
@@ -221,34 +214,24 @@ class Predictor:
 
     def _zoomed_probabilities(self, images, config, scale):
         """Softmax of the network on images zoomed by `scale` (bilinear, zero-padded to the
-        network's stride), averaged over the rotations, zoomed back to the images' size."""
+        network's stride), zoomed back to the images' size."""
         height, width = images.shape.as_list()[1:3]
         zoomed_height, zoomed_width = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
-        zoomed = images
-        if (zoomed_height, zoomed_width) != (height, width):
-            zoomed = tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width])
-            zoomed = tf.image.pad_to_bounding_box(zoomed, 0, 0, round_up(zoomed_height), round_up(zoomed_width))
-        probabilities = tf.add_n([self._rotated_probabilities(zoomed, config, degrees)
-                                  for degrees in self.rotations]) / len(self.rotations)
-        if (zoomed_height, zoomed_width) != (height, width):
-            probabilities = tf.compat.v2.image.resize(probabilities[:, :zoomed_height, :zoomed_width], [height, width])
-        return probabilities
+        if (zoomed_height, zoomed_width) == (height, width):
+            return self._flipped_probabilities(images, config)
+        zoomed = tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width])
+        zoomed = tf.image.pad_to_bounding_box(zoomed, 0, 0, round_up(zoomed_height), round_up(zoomed_width))
+        probabilities = self._flipped_probabilities(zoomed, config)
+        return tf.compat.v2.image.resize(probabilities[:, :zoomed_height, :zoomed_width], [height, width])
 
-    def _rotated_probabilities(self, images, config, degrees):
-        """Softmax of the network (averaged with its mirror image's when flipping) on images rotated
-        by `degrees` about their centre, rotated back; pixels the rotated window did not cover are
-        background."""
-        height, width = images.shape.as_list()[1:3]
-        rotated = warp.warp(images, warp.centre_transform(degrees, 1.0, height, width)) if degrees else images
-        probabilities = tf.nn.softmax(build_network(rotated, config, False))
-        if self.flip:
-            flipped = build_network(tf.reverse(rotated, [2]), config, False)
-            probabilities = (probabilities + tf.reverse(tf.nn.softmax(flipped), [2])) / 2.0
-        if not degrees:
-            return probabilities
-        probabilities = warp.warp(probabilities, warp.centre_transform(-degrees, 1.0, height, width))
-        uncovered = 1.0 - tf.reduce_sum(probabilities, axis=-1, keepdims=True)
-        return tf.concat([probabilities[..., :1] + uncovered, probabilities[..., 1:]], axis=-1)
+    def _flipped_probabilities(self, images, config):
+        """Softmax of the network on images; when flipping, averaged with that of their mirror
+        images, which go through the network in the same batch."""
+        if not self.flip:
+            return tf.nn.softmax(build_network(images, config, False))
+        count = tf.shape(images)[0]
+        both = tf.nn.softmax(build_network(tf.concat([images, tf.reverse(images, [2])], 0), config, False))
+        return (both[:count] + tf.reverse(both[count:], [2])) / 2.0
 
     def member_variables(self, graph, index):
         """{name in member `index`'s own checkpoint: variable} of the built graph."""
@@ -276,6 +259,29 @@ class Predictor:
         batches = [slices[first:first + self.batch_size] for first in range(0, len(slices), self.batch_size)]
         return standardized, mean, std, [(batch, brain_window(mask[batch], self.margin)) for batch in batches]
 
+    def _run_windows(self, session, image, probabilities, progress):
+        """Probabilities (z, y, x, 5) float32 or labels (z, y, x) uint8 of every batch of brain
+        slices (window_ops), pasted into zeros of the image's frame."""
+        image, mean, std, batches = self.plan(image)
+        fetch = 3 if probabilities else 4
+        result = np.zeros(image.shape[:3] + ((NUM_CLASSES,) if probabilities else ()),
+                          np.float32 if probabilities else np.uint8)
+        for batch, window in batches:
+            ops = self.window_ops(session.graph, window.height, window.width)
+            raw = cut_window(image[batch], window).astype(np.float32)
+            cut = session.run(ops[fetch], {ops[0]: raw, ops[1]: mean, ops[2]: std})
+            result[batch] = paste_window(cut, (len(batch),) + result.shape[1:], window)
+            if progress:
+                progress(len(batch))
+        return result
+
+    def probabilities(self, session, image, progress=None):
+        """Class probabilities (z, y, x, 5) float32 of an int16 image (z, y, x, 4), before decoding;
+        voxels outside every brain window are background (1, 0, 0, 0, 0)."""
+        probabilities = self._run_windows(session, image, True, progress)
+        probabilities[..., 0][~probabilities.any(axis=-1)] = 1.0
+        return probabilities
+
     def predict(self, session, image, progress=None):
         """Label volume (z, y, x) uint8 for an int16 image (z, y, x, 4).
 
@@ -284,16 +290,7 @@ class Predictor:
           image: the four modalities, as from model.brats.load_patient.
           progress: optional callable(number_of_slices_done) for progress bars.
         """
-        image, mean, std, batches = self.plan(image)
-        labels = np.zeros(image.shape[:3], np.uint8)
-        for batch, window in batches:
-            raw_input, mean_input, std_input, labels_op = self.labels_op(
-                session.graph, window.height, window.width)
-            raw = cut_window(image[batch], window).astype(np.float32)
-            cut = session.run(labels_op, {raw_input: raw, mean_input: mean, std_input: std})
-            labels[batch] = paste_window(cut, (len(batch),) + image.shape[1:3], window)
-            if progress:
-                progress(len(batch))
+        labels = self._run_windows(session, image, False, progress)
         if self.min_component_size or self.min_component_fraction:
             labels = remove_small_components(labels, self.min_component_size, self.min_component_fraction)
         return labels
@@ -319,15 +316,16 @@ def session_config(gpu_memory_fraction=0.0, bfloat16=False):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_fraction=0.0, **predictor_options):
+def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_fraction=0.0, bfloat16=False,
+                       **predictor_options):
     """Yield (session, Predictor, checkpoint paths) for one training run folder or several.
 
     Each network is rebuilt from its CKPT/config.json and restored from the checkpoint that
     `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
-    members must share one intensity normalisation.
-    predictor_options (batch_size, flip, scales, rotations, decoding, tumour_threshold, min_component_size,
-    min_component_fraction) go to Predictor.
+    members must share one intensity normalisation. `bfloat16` runs the convolutions in bfloat16
+    (session_config). predictor_options (batch_size, tta, decoding, tumour_threshold,
+    min_component_size, min_component_fraction) go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
     configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
@@ -340,7 +338,7 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
         raise InputError('{}: networks trained on records of different intensity normalisations cannot '
                          'form an ensemble'.format(', '.join(ckpt_dirs)))
     predictor = Predictor(configs, normalization=normalizations[0], **predictor_options)
-    with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction)) as session:
+    with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
         predictor.build(graph)
         for index, path in enumerate(paths):
             checkpoints.restore(session, path, predictor.member_variables(graph, index))

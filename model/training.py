@@ -29,7 +29,7 @@ from model.labels import REGION_NAMES, region_mask
 from model.losses import segmentation_loss
 from model.metrics import dice
 from model.postprocess import check_component_limits
-from model.predict import Predictor, check_decoding, session_config
+from model.predict import Predictor, check_decoding, check_tta, session_config
 
 BEST_SCORE_FILE = 'best.json'
 
@@ -76,13 +76,14 @@ class ValidationConfig:
     region). The defaults are Predictor's and those of runs made before the decoding could be
     chosen; Train.py's are Inference.py's defaults."""
     patients: tuple = ()
-    flip: bool = False
+    tta: str = 'none'
     decoding: str = 'argmax'
     tumour_threshold: float = 0.5
     min_component_fraction: float = 0.0
     select_on: str = 'mean'
 
     def __post_init__(self):
+        check_tta(self.tta)
         check_decoding(self.decoding, self.tumour_threshold)
         check_component_limits(0, self.min_component_fraction)
         if self.select_on not in SELECTION_SCORES:
@@ -382,7 +383,7 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
         batch = tf.data.make_one_shot_iterator(
             training_dataset(shard_paths, sidecar, batch_size, augment_config, stream_seed)).get_next()
         graph = build_training_graph(batch, network_config, loss_config, schedule)
-        predictor = Predictor(network_config, batch_size=batch_size, flip=validation.flip,
+        predictor = Predictor(network_config, batch_size=batch_size, tta=validation.tta,
                               decoding=validation.decoding, tumour_threshold=validation.tumour_threshold,
                               min_component_fraction=validation.min_component_fraction,
                               normalization=sidecar['normalization'])

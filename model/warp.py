@@ -1,6 +1,6 @@
 """Rotation and zoom of image batches about their centre, by one projective resampling.
 
-Shared by the training augmentation (model.input) and the test-time rotations (model.predict).
+Used by the training augmentation (model.input).
 Outside the source image the result is zero, the intensity of non-brain voxels after
 normalisation.
 """

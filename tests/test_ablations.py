@@ -16,9 +16,9 @@ def test_every_test_time_row_reuses_a_trained_row():
             assert not ablations.row_named(row.trained_from).trained_from
         else:   # a trained row states its flags, so it reruns as it ran when Train.py's defaults move
             assert row.train_flags
-        # ...and every row its decoding, component removal and zooms, for Inference.py's defaults
+        # ...and every row its decoding, component removal and test-time augmentation, for Inference.py's defaults
         assert '--decoding argmax' in row.inference_flags or '--tumour-threshold' in row.inference_flags
-        assert '--min-component-fraction' in row.inference_flags and '--scales' in row.inference_flags
+        assert '--min-component-fraction' in row.inference_flags and '--tta' in row.inference_flags
 
 
 def test_every_selection_names_registered_rows_of_one_network():
@@ -37,7 +37,7 @@ def test_every_paired_comparison_names_registered_rows():
 def test_cross_validation_arguments_of_a_row():
     argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
     assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
-                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --flip on --min-component-fraction 0 --scales 1',
+                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --tta flip --min-component-fraction 0',
                     '--trained-from', 'experiments/runs/budget-recipe']
     argv = ablations.cross_validation_argv(ablations.row_named('histogram-normalization'))
     assert argv[2] == '--convert-flags=--normalization histogram' and argv[3].startswith('--train-flags=')
@@ -79,14 +79,14 @@ def test_machine_cell_names_each_cpu_with_its_vector_extensions_where_recorded()
 def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     report = tmp_path / 'report.md'
-    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\noutro\n'.format(
+    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\n{}\n{}\noutro\n'.format(
         *ablations.markers('ablation table'), *ablations.markers('fold selection'),
-        *ablations.markers('paired differences')))
+        *ablations.markers('paired differences'), *ablations.markers('training defaults')))
     ablations.write_tables(str(report), str(tmp_path))
     text = report.read_text()
     assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
     assert 'old table' not in text and 'stale rows' not in text
-    assert '| budget-recipe |' in text and '| selection |' in text
+    assert '| budget-recipe |' in text and '| selection |' in text and '| option | default |' in text
     for broken in ('{}\n{}\nno selection markers\n'.format(*ablations.markers('ablation table')),
                    '{1}\n{0}\n'.format(*ablations.markers('ablation table'))):
         report.write_text(broken)

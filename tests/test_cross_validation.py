@@ -114,7 +114,7 @@ def assert_a_reusing_run_lists_what_the_networks_were_trained_on(source_work, da
     summary_path.write_text(json.dumps(source))
     work = source_work.parent / 'reuse'
     assert cross_validation.main(['--data-dir', str(data), '--work-dir', str(work), '--folds', '2', '--lgg', 'none',
-                                  '--trained-from', str(source_work), '--inference-flags=--flip off']) == 0
+                                  '--trained-from', str(source_work), '--inference-flags=--tta none']) == 0
     fold = json.loads((work / 'fold0' / 'summary.json').read_text())
     assert (fold['train'], fold['validation']) == (source['train'], source['validation'])
     assert [p.name for p in read_patient_list(str(work / 'fold0' / 'lists' / 'train.txt'))] == source['train']

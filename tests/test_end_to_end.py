@@ -233,19 +233,36 @@ def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
 
 
 @pytest.mark.parametrize('flags, decoding, threshold', [
-    ([], 'regions', Inference.TUMOUR_THRESHOLD),
-    (['--tumour-threshold', '0.5'], 'regions', 0.5),
+    ([], Inference.DECODING, Inference.TUMOUR_THRESHOLD if Inference.DECODING == 'regions' else 0.5),
+    (['--decoding', 'regions'], 'regions', Inference.TUMOUR_THRESHOLD),
+    (['--decoding', 'regions', '--tumour-threshold', '0.3'], 'regions', 0.3),
     (['--decoding', 'argmax'], 'argmax', 0.5),
 ])
-def test_inference_decodes_regions_at_its_tumour_threshold_unless_told_otherwise(flags, decoding, threshold):
+def test_inference_decodes_at_its_tumour_threshold_unless_told_otherwise(flags, decoding, threshold):
     args = Inference.parse_args(flags)
     assert (args.decoding, Inference.tumour_threshold(args)) == (decoding, threshold)
 
 
-@pytest.mark.parametrize('flags, flip', [([], True), (['--flip'], True), (['--flip', 'off'], False),
-                                         (['--flip', 'on'], True)])
-def test_inference_flips_unless_told_off_and_a_bare_flip_still_means_on(flags, flip):
-    assert Inference.parse_args(flags).flip is flip
+@pytest.mark.parametrize('flags, tta', [([], Inference.TTA), (['--tta', 'none'], 'none'), (['--tta', 'flip'], 'flip'),
+                                        (['--tta', 'zooms'], 'zooms')])
+def test_inference_reads_its_one_test_time_switch(flags, tta):
+    assert Inference.parse_args(flags).tta == tta
+
+
+@pytest.mark.parametrize('flags', [['--tta', 'accurate'], ['--flip'], ['--scales', '1'], ['--rotations', '0']])
+def test_inference_refuses_unknown_test_time_options(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        Inference.main(['--ckpt-dir', 'nowhere'] + flags)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'invalid choice' in error or 'unrecognized arguments' in error
+
+
+@pytest.mark.parametrize('setting, cpu, expected', [('on', False, True), ('off', True, False), ('auto', True, True),
+                                                    ('auto', False, False)])
+def test_inference_uses_bfloat16_where_told_or_where_the_cpu_has_it(monkeypatch, setting, cpu, expected):
+    monkeypatch.setattr(Inference, 'cpu_has_bfloat16', lambda: cpu)
+    assert Inference.uses_bfloat16(setting) is expected
 
 
 def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline, tmp_path):
@@ -258,21 +275,8 @@ def test_inference_refuses_a_tumour_threshold_without_regions_decoding(pipeline,
     assert not (tmp_path / 'pred').exists()
 
 
-@pytest.mark.parametrize('flags, scales', [([], Inference.SCALES), (['--scales', '0.9,1,1.1'], (0.9, 1.0, 1.1))])
-def test_inference_reads_its_test_time_zooms(flags, scales):
-    assert Inference.parse_args(flags).scales == scales
-
-
-@pytest.mark.parametrize('flags, rotations', [([], Inference.ROTATIONS),
-                                              (['--rotations', '0,-10,10'], (0.0, -10.0, 10.0))])
-def test_inference_reads_its_test_time_rotations(flags, rotations):
-    assert Inference.parse_args(flags).rotations == rotations
-
-
 @pytest.mark.parametrize('flags, problem', [(['--min-component-fraction', '1.5'], 'between 0 and 1'),
-                                            (['--min-component-size', '-3'], 'at least 0 voxels'),
-                                            (['--scales', '1,0'], 'test-time scales must be distinct zoom factors'),
-                                            (['--rotations', '0,0'], 'test-time rotations must be distinct angles')])
+                                            (['--min-component-size', '-3'], 'at least 0 voxels')])
 def test_inference_refuses_impossible_options(pipeline, tmp_path, flags, problem):
     paths, _ = pipeline
     code, out, err = run(Inference, ['--list', paths['test'], '--ckpt-dir', paths['ckpt'],

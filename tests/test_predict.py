@@ -203,25 +203,9 @@ def bilinear_resize(images, height, width):
     return rows[:, :, x0] * (1 - wx)[None, None, :, None] + rows[:, :, x1] * wx[None, None, :, None]
 
 
-def rotate_about_centre(images, degrees):
-    """[N, H, W, C] rotated by `degrees` about the centre of each image: output pixel (x, y) is
-    the bilinear sample of the input at the centre plus (x, y) - centre turned by `degrees`,
-    zero outside the input."""
-    height, width = images.shape[1:3]
-    centre_y, centre_x = (height - 1) / 2.0, (width - 1) / 2.0
-    cos, sin = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    source_x = cos * (x - centre_x) - sin * (y - centre_y) + centre_x
-    source_y = sin * (x - centre_x) + cos * (y - centre_y) + centre_y
-    return np.stack([np.stack([ndimage.map_coordinates(one[..., channel], [source_y, source_x], order=1,
-                                                       mode='grid-constant', cval=0.0)
-                               for channel in range(images.shape[-1])], axis=-1) for one in images])
-
-
-def reference_probabilities(session, probabilities_of, normalised, flip, scales, rotations):
-    """The softmax Predictor should average: per scale and rotation, the window zoomed (and
-    zero-padded to multiples of 32) and rotated about its centre, through the network (with its
-    mirror image when flipping), rotated back (background where nothing was predicted), zoomed back."""
+def reference_probabilities(probabilities_of, normalised, flip, scales):
+    """The softmax Predictor should average: per scale, the window zoomed (and zero-padded to
+    multiples of 32) through the network (with its mirror image when flipping), zoomed back."""
     height, width = normalised.shape[1:3]
     total = 0.0
     for scale in scales:
@@ -230,24 +214,17 @@ def reference_probabilities(session, probabilities_of, normalised, flip, scales,
         padded = np.zeros((len(zoomed), predict.round_up(zoomed_height), predict.round_up(zoomed_width), 4),
                           np.float32)
         padded[:, :zoomed_height, :zoomed_width] = zoomed
-        for degrees in rotations:
-            rotated = rotate_about_centre(padded, degrees).astype(np.float32)
-            value = probabilities_of(rotated)
-            if flip:   # the average with the prediction of the left-right mirrored window
-                value = (value + probabilities_of(rotated[:, :, ::-1])[:, :, ::-1]) / 2.0
-            value = rotate_about_centre(value, -degrees)
-            value[..., 0] += 1.0 - value.sum(axis=-1)
-            total = total + bilinear_resize(value[:, :zoomed_height, :zoomed_width], height, width)
-    return total / (len(scales) * len(rotations))
+        value = probabilities_of(padded)
+        if flip:   # the average with the prediction of the left-right mirrored window
+            value = (value + probabilities_of(padded[:, :, ::-1])[:, :, ::-1]) / 2.0
+        total = total + bilinear_resize(value[:, :zoomed_height, :zoomed_width], height, width)
+    return total / len(scales)
 
 
-@pytest.mark.parametrize('flip, scales, rotations', [
-    (False, (1.0,), (0.0,)), (True, (1.0,), (0.0,)), (False, (1.0, 0.8), (0.0,)), (True, (1.2, 1.0), (0.0,)),
-    (False, (1.0,), (0.0, 90.0)), (True, (1.0, 1.1), (-10.0, 0.0, 10.0))])
-def test_predict_equals_the_network_on_the_normalised_brain_windows(network, image, flip, scales, rotations):
+@pytest.mark.parametrize('tta', list(predict.TEST_TIME_AUGMENTATIONS))
+def test_predict_equals_the_network_on_the_normalised_brain_windows(network, image, tta):
     graph, session, predictor = network
-    if flip or scales != (1.0,) or rotations != (0.0,):
-        predictor = predict.Predictor(TINY, batch_size=4, flip=flip, scales=scales, rotations=rotations)
+    predictor = predict.Predictor(TINY, batch_size=4, tta=tta)
     labels = predictor.predict(session, image)
     brain = np.any(image != 0, axis=-1)
     _, _, _, plan = predictor.plan(image)
@@ -265,10 +242,11 @@ def test_predict_equals_the_network_on_the_normalised_brain_windows(network, ima
         placeholder, probabilities = probability_ops[images.shape[1:3]]
         return session.run(probabilities, {placeholder: images})
 
+    flip, scales = predict.TEST_TIME_AUGMENTATIONS[tta]
     for batch, window in (plan[0], plan[len(plan) // 2], plan[-1]):
         cut = predict.cut_window(image[batch], window)
         normalised = reference_normalisation(cut, image[brain]).astype(np.float32)
-        value = reference_probabilities(session, probabilities_of, normalised, flip, scales, rotations)
+        value = reference_probabilities(probabilities_of, normalised, flip, scales)
         frame = (len(batch),) + image.shape[1:3]
         expected = predict.paste_window(np.argmax(value, axis=-1).astype(np.uint8), frame, window)
         # Compare where the decision is not a numerical tie between two classes.
@@ -285,42 +263,45 @@ def test_predict_equals_the_network_on_the_normalised_brain_windows(network, ima
     assert len(np.unique(labels[brain])) >= 3, 'degenerate random network: the check is void'
 
 
-def test_test_time_zooms_change_the_prediction(network, image):
-    graph, session, predictor = network
-    plain = predictor.predict(session, image)
-    zoomed = predict.Predictor(TINY, batch_size=4, scales=(0.8, 1.0, 1.25)).predict(session, image)
-    assert zoomed.shape == plain.shape and (zoomed != plain).any()
-    assert not zoomed[~np.any(image != 0, axis=(1, 2, 3))].any()
-
-
-@pytest.mark.parametrize('scales', [(), (0.0,), (-1.0, 1.0), (1.0, 1.0), (5.0,)])
-def test_unusable_test_time_scales_are_refused(scales):
-    with pytest.raises(InputError, match='test-time scales'):
-        predict.Predictor(TINY, scales=scales)
-
-
-def test_test_time_rotations_change_the_prediction_and_keep_the_background(network, image):
-    graph, session, predictor = network
-    plain = predictor.predict(session, image)
-    rotated = predict.Predictor(TINY, batch_size=4, rotations=(0.0, 15.0)).predict(session, image)
-    assert rotated.shape == plain.shape and (rotated != plain).any()
-    assert not rotated[~np.any(image != 0, axis=(1, 2, 3))].any()
-
-
-@pytest.mark.parametrize('rotations', [(), (181.0,), (-200.0, 0.0), (10.0, 10.0)])
-def test_unusable_test_time_rotations_are_refused(rotations):
-    with pytest.raises(InputError, match='test-time rotations'):
-        predict.Predictor(TINY, rotations=rotations)
-
-
-def test_flip_averaging_runs_in_the_same_graph(network, image):
+def test_the_test_time_variants_change_the_prediction(network, image):
     graph, session, _ = network
-    flipped = predict.Predictor(TINY, batch_size=8, flip=True)
+    labels = {tta: predict.Predictor(TINY, batch_size=4, tta=tta).predict(session, image)
+              for tta in predict.TEST_TIME_AUGMENTATIONS}
+    assert (labels['flip'] != labels['none']).any() and (labels['zooms'] != labels['flip']).any()
+    for value in labels.values():
+        assert not value[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+@pytest.mark.parametrize('tta', ['', 'rotations', 'Flip'])
+def test_unknown_test_time_augmentations_are_refused(tta):
+    with pytest.raises(InputError, match='test-time augmentation must be one of none, flip, zooms'):
+        predict.Predictor(TINY, tta=tta)
+
+
+def network_passes(graph, scope):
+    """How many times the network was built under name scope `scope` (its logits layer's convolutions)."""
+    return sum(1 for op in graph.get_operations()
+               if op.name.startswith(scope + '/') and op.type == 'Conv2D' and '/logits/' in op.name)
+
+
+def test_flip_predicts_the_mirror_image_in_the_same_batch_and_shares_the_variables(network, image):
+    graph, session, _ = network
     variables = len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))
-    labels = flipped.predict(session, image)
+    for tta, passes in (('flip', 1), ('zooms', 5)):
+        with graph.as_default(), tf.name_scope(tta):
+            predict.Predictor(TINY, tta=tta).window_ops(graph, 64, 64)
+        assert network_passes(graph, tta) == passes   # one network per zoom; the mirror image is in its batch
     assert len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)) == variables  # shared
-    assert labels.dtype == np.uint8 and labels.shape == image.shape[:3]
-    assert not labels[~np.any(image != 0, axis=(1, 2, 3))].any()
+
+
+def test_probabilities_are_a_distribution_whose_argmax_is_the_prediction(network, image):
+    graph, session, predictor = network
+    probabilities = predictor.probabilities(session, image)
+    assert probabilities.dtype == np.float32 and probabilities.shape == image.shape[:3] + (5,)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    brainless = ~np.any(image != 0, axis=(1, 2, 3))
+    assert (probabilities[brainless, ..., 0] == 1.0).all()
+    np.testing.assert_array_equal(probabilities.argmax(axis=-1), predictor.predict(session, image))
 
 
 def test_frame_smaller_than_the_crop_is_padded(network):

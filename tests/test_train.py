@@ -122,10 +122,10 @@ def test_tensorboard_events_in_the_log_dir(first_run):
 
 def test_validation_keeps_the_best_checkpoint(first_run):
     best = first_run['best']
-    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'flip', 'tumour_threshold',
+    assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'tta', 'tumour_threshold',
                          'min_component_fraction'}
-    assert (best['select_on'], best['decoding'], best['flip'], best['tumour_threshold'],
-            best['min_component_fraction']) == (Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_FLIP,
+    assert (best['select_on'], best['decoding'], best['tta'], best['tumour_threshold'],
+            best['min_component_fraction']) == (Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_TTA,
                                                 Train.VAL_TUMOUR_THRESHOLD, Train.VAL_MIN_COMPONENT_FRACTION)
     assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
     np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
@@ -360,7 +360,7 @@ def test_the_best_checkpoint_is_chosen_on_the_selected_score(tmp_path):
 
 
 @pytest.mark.parametrize('resumed_with', [training.ValidationConfig(select_on='mean'),
-                                          training.ValidationConfig(select_on='WT', flip=True)])
+                                          training.ValidationConfig(select_on='WT', tta='flip')])
 def test_selection_starts_again_when_resumed_with_other_validation_settings(tmp_path, resumed_with):
     ckpt = str(tmp_path)
     offer_all(ckpt, training.ValidationConfig(select_on='WT'), [scores(0.9, 0.9, 0.9)])
@@ -392,15 +392,17 @@ def test_a_best_json_of_an_older_run_counts_as_argmax_validation_on_the_mean(tmp
 
 
 def test_validation_flags_reach_the_validation_config():
-    args = Train.parse_args(['--val-list', '', '--val-decoding', 'argmax', '--val-flip', 'off',
+    args = Train.parse_args(['--val-list', '', '--val-decoding', 'argmax', '--val-tta', 'zooms',
                              '--select-on', 'WT', '--val-min-component-fraction', '0.3'])
     validation = Train.validation_config(args)
-    assert validation == training.ValidationConfig(patients=(), flip=False, decoding='argmax',
+    assert validation == training.ValidationConfig(patients=(), tta='zooms', decoding='argmax',
                                                    tumour_threshold=0.5, min_component_fraction=0.3,
                                                    select_on='WT')
     assert args.val_tumour_threshold == 0.5   # resolved, so config.json records it
     defaults = Train.validation_config(Train.parse_args(['--val-list', '']))
-    assert (defaults.flip, defaults.decoding, defaults.tumour_threshold) == (True, 'regions', 0.2)
+    assert (defaults.tta, defaults.decoding, defaults.tumour_threshold, defaults.min_component_fraction) == (
+        Inference.TTA, Inference.DECODING, Inference.tumour_threshold(Inference.parse_args([])),
+        Inference.MIN_COMPONENT_FRACTION)
 
 
 def test_a_missing_validation_list_is_named(data, tmp_path):
@@ -438,7 +440,7 @@ def histogram_run(data):
         """The real Predictor, noting the normalisation and decoding of each validation prediction."""
 
         def predict(self, session, image):
-            validation_settings.append(dict(normalization=self.normalization, flip=self.flip,
+            validation_settings.append(dict(normalization=self.normalization, tta=self.tta,
                                             decoding=self.decoding, tumour_threshold=self.tumour_threshold,
                                             min_component_fraction=self.min_component_fraction))
             return super().predict(session, image)
@@ -459,8 +461,8 @@ def test_validation_during_a_histogram_run_standardises_with_the_records_scale(h
 
 def test_validation_decodes_as_inference_does_by_default(histogram_run):
     assert histogram_run['validation_settings']
-    inference_defaults = dict(flip=Inference.FLIP, decoding=Inference.DECODING,
-                              tumour_threshold=Inference.TUMOUR_THRESHOLD,
+    inference_defaults = dict(tta=Inference.TTA, decoding=Inference.DECODING,
+                              tumour_threshold=Inference.tumour_threshold(Inference.parse_args([])),
                               min_component_fraction=Inference.MIN_COMPONENT_FRACTION)
     assert all({key: settings[key] for key in inference_defaults} == inference_defaults
                for settings in histogram_run['validation_settings'])

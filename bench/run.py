@@ -11,12 +11,16 @@ Benchmarks (one module each in bench/, each with run(work, quick) -> dict of num
 
 Prints the machine and one table (benchmark, metric, value, target, pass/FAIL), and writes
 bench/results.json (bench/results-quick.json with --quick): machine facts, every measured
-number, the table and a timestamp. Outputs go to a temporary folder, removed at the end.
+number, the table and a timestamp. A run of some benchmarks (--only) replaces theirs and keeps
+the others', each with the machine and time it ran on. A full-measurement run also rewrites the
+"performance" section of README.md from the file. Outputs go to a temporary folder, removed at
+the end.
 Exits 0 when every benchmark ran, even if a target is missed (the table says so), and 1 when
 a benchmark could not run.
 """
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -29,8 +33,10 @@ ROOT = os.path.dirname(BENCH_DIR)
 sys.path[:] = [ROOT] + [path for path in sys.path if os.path.abspath(path or '.') != BENCH_DIR]
 
 from bench import common, conversion, inference, training  # noqa: E402
+from model.sections import replace_sections  # noqa: E402
 
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
+README = os.path.join(ROOT, 'README.md')
 
 
 def parse_args(argv):
@@ -80,6 +86,33 @@ def format_table(table):
     return '\n'.join([render(headers), rule] + [render(line) for line in lines])
 
 
+def merged(document, path):
+    """`document` with the benchmarks it did not run taken from the results file at `path`."""
+    if not os.path.isfile(path):
+        return document
+    with open(path) as stream:
+        previous = json.load(stream)
+    kept = {name: dict({'machine': previous['machine'], 'timestamp': previous['timestamp']}, **result)
+            for name, result in previous.get('benchmarks', {}).items() if name not in document['benchmarks']}
+    benchmarks = dict(kept, **document['benchmarks'])
+    ordered = [name for name in BENCHMARKS if name in benchmarks]
+    return dict(document, benchmarks={name: benchmarks[name] for name in ordered},
+                table=[dict(entry, benchmark=name) for name in ordered for entry in benchmarks[name].get('table', [])])
+
+
+def readme_section(document):
+    """The README's performance section: the table of a results document and where each benchmark ran."""
+    lines = ['| benchmark | metric | value | target | result |', '|---|---|---|---|---|']
+    lines += ['| {benchmark} | {metric} | {text} | {target} | {status} |'.format(**entry) for entry in document['table']]
+    lines += ['']
+    for name, result in document['benchmarks'].items():
+        facts = result.get('machine', document['machine'])
+        lines.append('- {}: {}, {} logical cores, TensorFlow {}, {}'.format(
+            name, facts['cpu_model'], facts['logical_cores'], facts['tensorflow'], result.get('timestamp', document['timestamp'])))
+    return '\n'.join(lines + ['', 'Rendered from [bench/results.json](bench/results.json) by `make bench` '
+                                    '(`python bench/run.py --only inference` reruns one benchmark).'])
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not common.machine()['tensorflow']:
@@ -114,6 +147,7 @@ def main(argv=None):
                               'text': 'ERROR', 'target': '', 'status': 'ERROR'})
                 continue
             result['benchmark_wall_s'] = time.perf_counter() - began
+            result['machine'], result['timestamp'] = facts, started.isoformat(timespec='seconds')
             rows = BENCHMARKS[name].rows(result)
             result['table'] = rows
             results[name] = result
@@ -143,8 +177,12 @@ def main(argv=None):
         'benchmarks': results,
         'table': table,
     }
+    document = merged(document, args.output)
     common.write_json(args.output, document)
     print('results written to {}'.format(os.path.relpath(args.output)))
+    if not args.quick and not failed and os.path.abspath(args.output) == os.path.join(BENCH_DIR, 'results.json'):
+        replace_sections(README, {'performance': readme_section(document)})
+        print('README.md performance section rewritten')
     return 1 if failed else 0
 
 

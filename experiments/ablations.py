@@ -23,6 +23,7 @@ from experiments import cross_validation, fold_selection, rule  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
+from model.sections import replace_sections  # noqa: E402
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
@@ -445,26 +446,6 @@ def rule_table(results):
                 option, default, name, simpler, gain, error, better, count, ppv, core,
                 'yes' if rule.passes(gain, error, ppv) else 'no'))
     return '\n'.join(lines)
-
-
-def markers(section):
-    """The start and end comments that delimit a generated section of the report."""
-    return '<!-- {}: start -->'.format(section), '<!-- {}: end -->'.format(section)
-
-
-def replace_sections(report, rendered):
-    """Replace the text between the markers of each section of `report` with rendered[section]."""
-    with open(report) as stream:
-        text = stream.read()
-    for section, body in rendered.items():
-        start, end = markers(section)
-        if start not in text or end not in text.split(start, 1)[1]:
-            raise InputError('{}: table markers {} ... {} are missing or out of order'.format(report, start, end))
-        before, rest = text.split(start, 1)
-        text = before + start + '\n' + body + '\n' + end + rest.split(end, 1)[1]
-    with atomic_output(report) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(text)
 
 
 def write_tables(report=REPORT, results_dir=RESULTS_DIR):

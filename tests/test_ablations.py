@@ -5,6 +5,7 @@ import pytest
 
 from experiments import ablations
 from model.errors import InputError
+from model.sections import markers
 
 
 def test_every_test_time_row_reuses_a_trained_row():
@@ -80,15 +81,15 @@ def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     report = tmp_path / 'report.md'
     report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\n{}\n{}\noutro\n'.format(
-        *ablations.markers('ablation table'), *ablations.markers('fold selection'),
-        *ablations.markers('paired differences'), *ablations.markers('training defaults')))
+        *markers('ablation table'), *markers('fold selection'),
+        *markers('paired differences'), *markers('training defaults')))
     ablations.write_tables(str(report), str(tmp_path))
     text = report.read_text()
     assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
     assert 'old table' not in text and 'stale rows' not in text
     assert '| budget-recipe |' in text and '| selection |' in text and '| option | default |' in text
-    for broken in ('{}\n{}\nno selection markers\n'.format(*ablations.markers('ablation table')),
-                   '{1}\n{0}\n'.format(*ablations.markers('ablation table'))):
+    for broken in ('{}\n{}\nno selection markers\n'.format(*markers('ablation table')),
+                   '{1}\n{0}\n'.format(*markers('ablation table'))):
         report.write_text(broken)
         with pytest.raises(InputError, match='missing or out of order'):
             ablations.write_tables(str(report), str(tmp_path))

@@ -14,3 +14,24 @@ def parameters(function):
 def test_the_timing_stand_in_takes_the_arguments_of_train():
     stand_in = training_bench._measuring_train('pipeline', steps=1, warmup=0, report={})
     assert parameters(stand_in) == parameters(training.train)
+
+
+def test_a_partial_run_keeps_the_other_benchmarks_and_renders_their_machines(tmp_path):
+    import json
+    from bench import run
+    old = {'machine': {'cpu_model': 'Old CPU', 'logical_cores': 2, 'tensorflow': '2.20'}, 'timestamp': 'then',
+           'benchmarks': {name: {'table': [{'metric': name + ' rate', 'text': '1 x', 'target': '', 'status': ''}]}
+                          for name in ('conversion', 'inference')}}
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps(old))
+    new = {'machine': {'cpu_model': 'New CPU', 'logical_cores': 2, 'tensorflow': '2.21'}, 'timestamp': 'now',
+           'benchmarks': {'inference': {'machine': {'cpu_model': 'New CPU', 'logical_cores': 2, 'tensorflow': '2.21'},
+                                        'timestamp': 'now',
+                                        'table': [{'metric': 's/volume', 'text': '5 s', 'target': '<= 10', 'status': 'pass'}]}},
+           'table': []}
+    document = run.merged(new, str(path))
+    assert list(document['benchmarks']) == ['conversion', 'inference']
+    assert [entry['metric'] for entry in document['table']] == ['conversion rate', 's/volume']
+    section = run.readme_section(document)
+    assert '| inference | s/volume | 5 s | <= 10 | pass |' in section
+    assert '- conversion: Old CPU' in section and '- inference: New CPU' in section

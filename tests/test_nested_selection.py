@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments import ablations, nested_selection
+from experiments import nested_selection
+from model.sections import markers
 from experiments.nested_selection import BASELINE, Candidate, candidate_key, candidates
 
 PATIENTS = ['p{:02d}'.format(index) for index in range(12)]
@@ -35,10 +36,10 @@ def test_an_option_is_taken_only_beyond_two_standard_errors_and_without_losing_p
     rows = synthetic_rows({regions: (0.02, -0.005), greedy: (0.04, -0.05), flip: (0.0215, -0.005)})
     chosen, decisions = nested_selection.select(rows, PATIENTS)
     assert chosen == Candidate('none', 'regions', 0.3, 0.0)   # flip's 0.0015 more is within the noise
-    decoding, components, flipped, zooms = decisions
+    decoding, components, flipped = decisions
     assert decoding['taken'] and decoding['alternative'] == regions
     assert decoding['WT_dice_gain'] == pytest.approx(0.02, abs=0.003)
-    assert not components['taken'] and not flipped['taken'] and not zooms['taken']
+    assert not components['taken'] and not flipped['taken']
     assert flipped['alternative'] == flip and abs(flipped['WT_dice_gain']) < 2 * flipped['standard_error']
 
 
@@ -83,9 +84,11 @@ def test_a_tiny_run_scores_every_candidate_resumes_and_renders(tmp_path, monkeyp
                                   '--num-steps', '2', '--batch-size', '2', '--lgg', 'none',
                                   '--train-flags=' + tiny]) == 0
     report = tmp_path / 'accuracy.md'
-    report.write_text('before\n{}\nstale-section\n{}\nafter\n'.format(*ablations.markers('nested selection')))
+    report.write_text('before\n{}\nstale-section\n{}\nafter\n'.format(*markers('nested selection')))
+    readme = tmp_path / 'README.md'
+    readme.write_text('{}\n{}\n'.format(*markers('accuracy')))
     paths = ['--results', str(tmp_path / 'results.json'), '--report', str(report),
-             '--figure', str(tmp_path / 'threshold.png')]
+             '--figure', str(tmp_path / 'threshold.png'), '--readme', str(readme)]
     work = tmp_path / 'nested'
     argv = ['--work-dir', str(work), '--trained-from', str(trained)] + paths
     assert nested_selection.main(argv) == 0
@@ -97,12 +100,14 @@ def test_a_tiny_run_scores_every_candidate_resumes_and_renders(tmp_path, monkeyp
         assert all(0.0 <= entry['candidates'][key]['WT_dice'] <= 1.0 for key in entry['candidates'])
     result = json.loads((tmp_path / 'results.json').read_text())
     assert [fold['fold'] for fold in result['outer']] == [0, 1]
+    assert result['zooms']['candidate'].startswith('zooms ')
     assert set(result['defaults']) == {'tta', 'decoding', 'threshold', 'component_fraction'}
     assert not math.isnan(result['nested']['WT_dice'][0])
     text = report.read_text()
     assert text.startswith('before\n') and text.endswith('after\n') and 'stale-section' not in text
     assert '**the selection procedure, all 4**' in text and 'Reproduce: `python experiments/nested_selection.py' in text
     assert (tmp_path / 'threshold.png').stat().st_size > 0
+    assert '**Inference.py defaults**' in readme.read_text() and '| 0.87 | 0.91 |' in readme.read_text()
 
     def no_prediction(*args, **kwargs):
         raise AssertionError('a finished fold was predicted again')

@@ -10,6 +10,7 @@ its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best
 --ckpt-dir folders make an ensemble that averages the networks' probabilities. Patients whose
 prediction exists are skipped unless --overwrite.
 """
+import argparse
 import collections
 import os
 import sys
@@ -41,6 +42,7 @@ TUMOUR_THRESHOLD = 0.5     # regions decoding: tumour where P(WT) exceeds this
 MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
 MIN_COMPONENT_FRACTION = 0.0   # ... or than this fraction of the patient's largest; 0: keep all
 BFLOAT16 = 'auto'          # bfloat16 convolutions: 'auto' (where the CPU has them natively), 'on' or 'off'
+SHARD = '0/1'              # 'I/N': predict patients I, I+N, I+2N, ... of the lists (0 <= I < N), so N processes split them
 SAVE_PNG = False
 OVERWRITE = False
 GPU_MEMORY_FRACTION = 0.0
@@ -74,22 +76,36 @@ def parse_args(argv):
     add('--bfloat16', choices=('auto', 'on', 'off'), default=BFLOAT16,
         help="bfloat16 convolutions on the CPU ('auto': on where the CPU has native bfloat16; labels agree "
         'with float32 as docs/accuracy.md measures)')
+    add('--shard', type=shard, default=SHARD, help="'I/N': only every N-th patient of the lists, from "
+        'the I-th (counting from 0), so that N processes or machines split a test set into one output folder')
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
     add('--overwrite', action='store_true', default=OVERWRITE, help='redo existing predictions')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
     return parser.parse_args(argv)
 
 
-def patients_to_segment(lists):
+def shard(text):
+    """Parse 'I/N' (0 <= I < N) into (I, N) (an argparse type)."""
+    try:
+        index, count = (int(part) for part in text.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected I/N such as 0/2, got {!r}".format(text))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError('shard {}: I must be at least 0 and below N'.format(text))
+    return index, count
+
+
+def patients_to_segment(lists, part=(0, 1)):
     """Patients of the given lists, or of the default lists that exist (validation and test:
-    every patient not used for training)."""
+    every patient not used for training); of those, every part[1]-th from the part[0]-th."""
     lists = lists or [path for path in LISTS if os.path.isfile(path)] or [LISTS[-1]]
     patients = [patient for path in lists for patient in read_patient_list(path)]
     counts = collections.Counter(patient.name for patient in patients)
     duplicate = next((name for name, count in counts.items() if count > 1), None)
     if duplicate:
         raise InputError('{}: patient {} is listed twice'.format(', '.join(lists), duplicate))
-    return patients
+    index, count = part
+    return patients[index::count]
 
 
 def check_output_dir(output_dir, patients):
@@ -136,7 +152,7 @@ def main(argv=None):
     check_decoding(args.decoding, args.tumour_threshold)
     check_component_limits(args.min_component_size, args.min_component_fraction)
     cli.graph_mode()
-    patients = patients_to_segment(args.lists)
+    patients = patients_to_segment(args.lists, args.shard)
     done = skipped = 0
     with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
                             gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=uses_bfloat16(args.bfloat16),

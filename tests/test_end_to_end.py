@@ -361,3 +361,29 @@ def test_real_brats2018_prediction_keeps_the_input_geometry(brats2018_root, pipe
     assert real_inference(pipeline, list_path, tmp_path / 'pred') == [REAL_2018_CASE + '.nii.gz']
     labels = assert_same_grid(str(tmp_path / 'pred' / (REAL_2018_CASE + '.nii.gz')), patient.flair)
     assert labels.shape == (155, 240, 240)
+
+
+def test_inference_shards_split_the_patients_without_overlap_or_loss(tmp_path):
+    rows = ['patient,flair,t1,t1c,t2,label']
+    for index in range(7):
+        case = tmp_path / 'case{}'.format(index)
+        case.mkdir()
+        paths = [case / 'case{}_{}.nii.gz'.format(index, modality) for modality in ('flair', 't1', 't1ce', 't2')]
+        for path in paths:
+            path.write_text('')
+        rows.append(','.join([case.name] + [str(path) for path in paths] + ['']))
+    listed = tmp_path / 'test.txt'
+    listed.write_text('\n'.join(rows) + '\n')
+    everyone = [patient.name for patient in Inference.patients_to_segment([str(listed)])]
+    parts = [[patient.name for patient in Inference.patients_to_segment([str(listed)], Inference.parse_args(
+        ['--shard', '{}/3'.format(index)]).shard)] for index in range(3)]
+    assert sorted(sum(parts, [])) == sorted(everyone) and len(everyone) == 7
+    assert [len(part) for part in parts] == [3, 2, 2]
+    assert Inference.parse_args([]).shard == (0, 1)
+
+
+@pytest.mark.parametrize('text', ['2/2', '-1/2', '0/0', 'a/b', '1'])
+def test_inference_refuses_a_shard_outside_its_count(text, capsys):
+    with pytest.raises(SystemExit):
+        Inference.parse_args(['--shard', text])
+    assert '--shard' in capsys.readouterr().err

@@ -61,8 +61,8 @@ KEEP_CHECKPOINTS = 5
 SUMMARY_EVERY_STEPS = 100
 VALIDATE_EVERY_STEPS = 2000
 # Validation predicts as Inference.py's defaults do, so CKPT/best/ is best at what Inference.py writes.
-VAL_TTA = 'none'                  # test-time augmentation (see Inference.py --tta)
-VAL_DECODING = 'argmax'           # 'regions' or 'argmax' (see Inference.py)
+VAL_TTA = 'flip'                  # test-time augmentation (see Inference.py --tta)
+VAL_DECODING = 'regions'          # 'regions' or 'argmax' (see Inference.py)
 VAL_TUMOUR_THRESHOLD = 0.5        # regions decoding only
 VAL_MIN_COMPONENT_FRACTION = 0.0  # drop tumour components smaller than this fraction of the largest (see Inference.py)
 SELECT_ON = 'mean'                # the validation Dice that picks CKPT/best/: 'mean' of WT/TC/ET, or WT, TC, ET

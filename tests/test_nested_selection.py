@@ -1,6 +1,7 @@
 """experiments/nested_selection.py: the rule for defaults, its nesting, and a tiny run end to end."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -115,3 +116,13 @@ def test_a_tiny_run_scores_every_candidate_resumes_and_renders(tmp_path, monkeyp
     assert nested_selection.main(argv) == 0   # resumed from the score files
     assert nested_selection.main(['--render-only'] + paths) == 0
     assert nested_selection.main(['--render-only', '--results', str(tmp_path / 'none.json')]) == 2
+
+
+def test_inference_defaults_are_the_ones_the_nested_selection_chose():
+    import Inference
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'experiments', 'results', 'nested-selection.json')
+    with open(results) as handle:
+        chosen = json.load(handle)['defaults']
+    assert (Inference.TTA, Inference.DECODING, Inference.TUMOUR_THRESHOLD, Inference.MIN_COMPONENT_FRACTION) == (
+        chosen['tta'], chosen['decoding'], chosen['threshold'], chosen['component_fraction'])

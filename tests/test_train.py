@@ -275,19 +275,27 @@ def test_bfloat16_training_runs_and_is_recorded(data, tmp_path):
 
 def test_inference_ensemble_of_a_network_with_itself_matches_the_network(data, first_run, tmp_path):
     import Inference
-    from model.brats import read_volume
+    from model.brats import load_patient, read_volume
+    from model.lists import read_patient_list
     copies = [str(tmp_path / name) for name in ('a', 'b')]
     for copy in copies:
         shutil.copytree(first_run['ckpt'], copy)
-    outputs = {}
+    image = load_patient(read_patient_list(data['val'])[0], with_label=False)[0]
+    probabilities, labels = {}, {}
     for name, ckpt_dirs in (('single', copies[:1]), ('ensemble', copies)):
         output = str(tmp_path / name)
         ckpt_flags = [flag for ckpt in ckpt_dirs for flag in ('--ckpt-dir', ckpt)]
         with contextlib.redirect_stderr(io.StringIO()):
-            assert Inference.main(['--list', data['val'], '--output-dir', output] + ckpt_flags) == 0
-        outputs[name] = [read_volume(os.path.join(output, file))[0] for file in sorted(os.listdir(output))]
-    assert len(outputs['single']) == 1
-    np.testing.assert_array_equal(outputs['single'][0], outputs['ensemble'][0])
+            assert Inference.main(['--list', data['val'], '--output-dir', output, '--bfloat16', 'off']
+                                  + ckpt_flags) == 0
+        assert len(os.listdir(output)) == 1
+        labels[name] = read_volume(os.path.join(output, os.listdir(output)[0]))[0]
+        with restored_predictor(ckpt_dirs, tta=Inference.TTA) as (session, predictor, _):
+            probabilities[name] = predictor.probabilities(session, image)
+    np.testing.assert_allclose(probabilities['ensemble'], probabilities['single'], atol=1e-6)
+    # The graphs that decode differ ((p + p) / 2 against p / 1, rewritten by grappler), which moves
+    # the voxels at a near-tie of this untrained network (measured: 64 of 221184).
+    assert labels['single'].any() and np.mean(labels['single'] == labels['ensemble']) >= 0.999
 
 
 def trained_weights(data, ckpt_dir, seed):

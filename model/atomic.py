@@ -3,6 +3,7 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 
 _PARTIAL = re.compile(r'^\.partial-(?P<pid>\d+)-')
 
@@ -24,16 +25,24 @@ def atomic_output(path):
     """Yield a temporary path to write; on success rename it to `path`, on error delete it.
 
     Keeps the file's extension at the end of the temporary name so that writers that choose
-    a format by extension (SimpleITK, matplotlib) still do the right thing.
+    a format by extension (SimpleITK, matplotlib) still do the right thing. The temporary may
+    also be written as a folder (`path` must then not exist yet).
     """
     temporary = partial_name(path)
     try:
         yield temporary
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        _remove(temporary)
         raise
+
+
+def _remove(path):
+    """Delete the file or folder `path` if it exists."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 def _alive(pid):
@@ -47,12 +56,12 @@ def _alive(pid):
 
 
 def remove_stale_partials(directory):
-    """Delete temporary files left in `directory` by processes that no longer run (killed
-    writers); returns how many were removed."""
+    """Delete temporary files and folders left in `directory` by processes that no longer run
+    (killed writers); returns how many were removed."""
     removed = 0
     for path in glob.glob(os.path.join(directory, '.partial-*')):
         match = _PARTIAL.match(os.path.basename(path))
         if match and not _alive(int(match.group('pid'))):
-            os.remove(path)
+            _remove(path)
             removed += 1
     return removed

@@ -131,18 +131,29 @@ def _record(endpoints, name, tensor):
         endpoints[name] = tensor
 
 
-def _check_images(images):
-    """Raise ValueError unless `images` is [N, H, W, C] with H, W multiples of 32."""
+def _checked_images(images):
+    """`images` once checked to be [N, H, W, C] with C known and H, W multiples of 32: at build
+    time where H and W are static, else at run time (an assertion on the returned tensor).
+
+    Raises:
+      ValueError: if the rank or C is unknown, or a static H or W is not a multiple of 32.
+    """
     shape = images.shape.as_list() if images.shape.dims is not None else None
-    if shape is None or len(shape) != 4 or None in shape[1:]:
-        raise ValueError('images must be [N, H, W, C] with H, W and C known, got {}'.format(
-            images.shape))
+    if shape is None or len(shape) != 4 or shape[3] is None:
+        raise ValueError('images must be [N, H, W, C] with C known, got {}'.format(images.shape))
     height, width = shape[1:3]
-    if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+    if any(size is not None and size % OUTPUT_STRIDE for size in (height, width)):
         raise ValueError(
             'input size {}x{} is not a multiple of {} in both dimensions; the DCR network '
             'downsamples by {} (e.g. use 224x224 crops)'.format(
                 height, width, OUTPUT_STRIDE, OUTPUT_STRIDE))
+    if height is not None and width is not None:
+        return images
+    size_check = tf.debugging.assert_equal(
+        tf.math.floormod(tf.shape(images)[1:3], OUTPUT_STRIDE), 0,
+        message='the DCR network takes slices whose height and width are multiples of {}'.format(OUTPUT_STRIDE))
+    with tf.control_dependencies([size_check]):
+        return tf.identity(images)
 
 
 def _conv_bn(x, filters, kernel_size, is_training, name, stride=1, dilation=1):
@@ -217,7 +228,8 @@ def build_network(images, config, is_training, endpoints=None):
 
     Args:
       images: float32 tensor [N, H, W, C] (NHWC, normally the 4 MRI modalities); H and W
-        must be static multiples of 32, N may be unknown.
+        must be multiples of 32 (checked at run time where they are not static), N may be
+        unknown.
       config: NetworkConfig.
       is_training: Python bool; selects batch (True) or moving (False) BN statistics.
       endpoints: optional dict, filled in order with name -> tensor for 'images',
@@ -229,12 +241,12 @@ def build_network(images, config, is_training, endpoints=None):
       Logits tensor [N, H, W, config.num_classes].
 
     Raises:
-      ValueError: if H or W is not a multiple of 32 or the shape is not static enough.
+      ValueError: if a static H or W is not a multiple of 32, or the rank or C is unknown.
       TypeError: if is_training is not a Python bool.
     """
     if not isinstance(is_training, bool):
         raise TypeError('is_training must be a Python bool, got {!r}'.format(is_training))
-    _check_images(images)
+    images = _checked_images(images)
     _record(endpoints, 'images', images)
     with tf.variable_scope('dcr', reuse=tf.AUTO_REUSE):
         stages = _encoder(images, config, is_training, endpoints)

@@ -161,12 +161,12 @@ def max_pool(x, size, stride, name=None):
 def deconv(x, filters, kernel_size=4, stride=2, name='deconv'):
     """Transposed convolution that upsamples H and W by `stride`, without bias.
 
-    The output shape uses the dynamic batch size and the static spatial size times
-    `stride`. The kernel is initialised to preserve the activation variance of a linear
+    The output size is the input's times `stride`: static where the input's is, else taken at run
+    time (an export's network takes slices of any size). The kernel is initialised to preserve the activation variance of a linear
     layer: each output pixel sums (kernel_size / stride)^2 * C input terms.
 
     Args:
-      x: float tensor [N, H, W, C] with H and W known statically.
+      x: float tensor [N, H, W, C] with C known statically.
       filters: number of output channels.
       kernel_size: side of the square kernel (4 with stride 2 avoids checkerboard gaps).
       stride: upsampling factor.
@@ -176,13 +176,12 @@ def deconv(x, filters, kernel_size=4, stride=2, name='deconv'):
       Tensor [N, H * stride, W * stride, filters].
 
     Raises:
-      ValueError: if H, W or C is not known statically.
+      ValueError: if C is not known statically.
     """
     in_channels = _in_channels(x)
-    height, width = x.shape.as_list()[1:3]
-    if height is None or width is None:
-        raise ValueError('{}: the spatial size must be known statically, got {}'.format(
-            name, x.shape))
+    static = x.shape.as_list()
+    dynamic = tf.shape(x)
+    upsampled = [static[axis] * stride if static[axis] else dynamic[axis] * stride for axis in (1, 2)]
     with tf.variable_scope(name):
         # variance_scaling computes fan_in = k*k*shape[-2] = k*k*filters for this
         # [k, k, out, in] kernel; rescale it to the true fan-in k*k*in/stride^2.
@@ -192,8 +191,8 @@ def deconv(x, filters, kernel_size=4, stride=2, name='deconv'):
                 scale=float(stride * stride * filters) / in_channels, mode='fan_in',
                 distribution='truncated_normal'))
         _register_for_weight_decay(kernel)
-        output_shape = tf.stack([tf.shape(x)[0], height * stride, width * stride, filters])
+        output_shape = tf.stack([dynamic[0]] + upsampled + [filters])
         y = tf.nn.conv2d_transpose(x, kernel, output_shape, strides=[1, stride, stride, 1],
                                    padding='SAME')
-        y.set_shape([x.shape[0], height * stride, width * stride, filters])
+        y.set_shape([static[0]] + [size * stride if size else None for size in static[1:3]] + [filters])
         return y

@@ -11,12 +11,13 @@ function the training pipeline uses.
 """
 import collections
 import contextlib
+import functools
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-from model import checkpoints
+from model import checkpoints, export
 from model.dcr import NUM_CLASSES, OUTPUT_STRIDE, build_network
 from model.errors import InputError
 from model.losses import region_probabilities
@@ -91,6 +92,16 @@ def decode(probabilities, decoding, tumour_threshold=0.5):
     if decoding == 'regions':
         return region_labels(probabilities, tumour_threshold)
     return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+
+
+def _identity(tensor):
+    """`tensor` itself (the undo of a variant that is not zoomed)."""
+    return tensor
+
+
+def _unzoomed(probabilities, size, frame):
+    """Probabilities of zoomed, padded images: the zoomed `size` cut out and resized to `frame`."""
+    return tf.compat.v2.image.resize(probabilities[:, :size[0], :size[1]], frame)
 
 
 def round_up(extent):
@@ -191,47 +202,63 @@ class Predictor:
         """
         if (height, width) not in self._graphs:
             with graph.as_default(), tf.name_scope('predict_{}x{}'.format(height, width)):
-                raw = tf.placeholder(tf.float32, [None, height, width, 4], name='raw')
-                mean = tf.placeholder(tf.float32, [4], name='mean')
-                std = tf.placeholder(tf.float32, [4], name='std')
-                images = normalize(raw, mean, std)
-                probabilities = tf.add_n([self._member_probabilities(images, index)
+                raw, mean, std, images = self._window_inputs(height, width)
+                variants = self._variants(images)
+                probabilities = tf.add_n([self._member_probabilities(variants, index)
                                           for index in range(len(self.network_configs))]) / len(self.network_configs)
                 labels = decode(probabilities, self.decoding, self.tumour_threshold)
             self._graphs[height, width] = (raw, mean, std, probabilities, labels)
         return self._graphs[height, width]
 
+    @staticmethod
+    def _window_inputs(height, width):
+        """(raw, mean, std placeholders, normalised images) of a window of height x width."""
+        raw = tf.placeholder(tf.float32, [None, height, width, 4], name='raw')
+        mean = tf.placeholder(tf.float32, [4], name='mean')
+        std = tf.placeholder(tf.float32, [4], name='std')
+        return raw, mean, std, normalize(raw, mean, std)
+
     def _scope(self, index):
         """Variable scope of ensemble member `index` ('' for a single network)."""
         return 'member{}'.format(index) if len(self.network_configs) > 1 else ''
 
-    def _member_probabilities(self, images, index):
-        """Softmax of member `index` on images, averaged over the zooms (and mirror images)."""
+    def _member_probabilities(self, variants, index):
+        """Softmax of member `index`, averaged over the test-time variants."""
         config, scope = self.network_configs[index], self._scope(index)
         with tf.variable_scope(scope) if scope else contextlib.nullcontext():
-            return tf.add_n([self._zoomed_probabilities(images, config, scale)
-                             for scale in self.scales]) / len(self.scales)
+            return self._combined([undo(tf.nn.softmax(build_network(batch, config, False)))
+                                   for batch, undo in variants])
 
-    def _zoomed_probabilities(self, images, config, scale):
-        """Softmax of the network on images zoomed by `scale` (bilinear, zero-padded to the
-        network's stride), zoomed back to the images' size."""
+    @staticmethod
+    def _combined(probabilities):
+        """The mean of the variants' probabilities, each already back in the window's frame."""
+        return tf.add_n(probabilities) / len(probabilities)
+
+    def _variants(self, images):
+        """[(network input, undo)] of the test-time variants of `images`, one per zoom: the images
+        zoomed (bilinear, zero-padded to the network's stride), followed in the same batch by their
+        mirror images when flipping; undo maps that batch's softmax back to the images' frame,
+        averaging each image with its mirror."""
         height, width = images.shape.as_list()[1:3]
-        zoomed_height, zoomed_width = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
-        if (zoomed_height, zoomed_width) == (height, width):
-            return self._flipped_probabilities(images, config)
-        zoomed = tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width])
-        zoomed = tf.image.pad_to_bounding_box(zoomed, 0, 0, round_up(zoomed_height), round_up(zoomed_width))
-        probabilities = self._flipped_probabilities(zoomed, config)
-        return tf.compat.v2.image.resize(probabilities[:, :zoomed_height, :zoomed_width], [height, width])
+        variants = []
+        for scale in self.scales:
+            zoomed_height, zoomed_width = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+            batch, unzoom = images, _identity
+            if (zoomed_height, zoomed_width) != (height, width):
+                batch = tf.image.pad_to_bounding_box(tf.compat.v2.image.resize(images, [zoomed_height, zoomed_width]),
+                                                     0, 0, round_up(zoomed_height), round_up(zoomed_width))
+                unzoom = functools.partial(_unzoomed, size=(zoomed_height, zoomed_width), frame=(height, width))
+            if self.flip:
+                batch = tf.concat([batch, tf.reverse(batch, [2])], 0)
+            variants.append((batch, functools.partial(self._undo, unzoom=unzoom)))
+        return variants
 
-    def _flipped_probabilities(self, images, config):
-        """Softmax of the network on images; when flipping, averaged with that of their mirror
-        images, which go through the network in the same batch."""
-        if not self.flip:
-            return tf.nn.softmax(build_network(images, config, False))
-        count = tf.shape(images)[0]
-        both = tf.nn.softmax(build_network(tf.concat([images, tf.reverse(images, [2])], 0), config, False))
-        return (both[:count] + tf.reverse(both[count:], [2])) / 2.0
+    def _undo(self, probabilities, unzoom):
+        """A variant batch's softmax back in the window's frame: mirror halves averaged, unzoomed."""
+        if self.flip:
+            count = tf.shape(probabilities)[0] // 2
+            probabilities = (probabilities[:count] + tf.reverse(probabilities[count:], [2])) / 2.0
+        return unzoom(probabilities)
 
     def member_variables(self, graph, index):
         """{name in member `index`'s own checkpoint: variable} of the built graph."""
@@ -263,17 +290,20 @@ class Predictor:
         """Probabilities (z, y, x, 5) float32 or labels (z, y, x) uint8 of every batch of brain
         slices (window_ops), pasted into zeros of the image's frame."""
         image, mean, std, batches = self.plan(image)
-        fetch = 3 if probabilities else 4
         result = np.zeros(image.shape[:3] + ((NUM_CLASSES,) if probabilities else ()),
                           np.float32 if probabilities else np.uint8)
         for batch, window in batches:
-            ops = self.window_ops(session.graph, window.height, window.width)
             raw = cut_window(image[batch], window).astype(np.float32)
-            cut = session.run(ops[fetch], {ops[0]: raw, ops[1]: mean, ops[2]: std})
+            cut = self._run_window(session, raw, mean, std, probabilities)
             result[batch] = paste_window(cut, (len(batch),) + result.shape[1:], window)
             if progress:
                 progress(len(batch))
         return result
+
+    def _run_window(self, session, raw, mean, std, probabilities):
+        """Probabilities or labels of one batch of windows, raw [N, height, width, 4]."""
+        ops = self.window_ops(session.graph, *raw.shape[1:3])
+        return session.run(ops[3 if probabilities else 4], {ops[0]: raw, ops[1]: mean, ops[2]: std})
 
     def probabilities(self, session, image, progress=None):
         """Class probabilities (z, y, x, 5) float32 of an int16 image (z, y, x, 4), before decoding;
@@ -294,6 +324,43 @@ class Predictor:
         if self.min_component_size or self.min_component_fraction:
             labels = remove_small_components(labels, self.min_component_size, self.min_component_fraction)
         return labels
+
+
+class ExportPredictor(Predictor):
+    """A Predictor whose network is an export of Export.py (model.export) instead of variables of
+    its own: per window shape, one graph normalises the windows and makes their test-time variants,
+    each variant's batch goes through the export's signature, and a second graph undoes and averages
+    the variants and decodes them. Preprocessing, windows, variants and decoding are Predictor's, so
+    an export predicts what its checkpoint does."""
+
+    def __init__(self, network_config, export_input, export_probabilities, **options):
+        super().__init__(network_config, **options)
+        self.export_input, self.export_probabilities = export_input, export_probabilities
+        self._stages = {}
+
+    def build(self, graph):
+        """Nothing to add: the network is the export already loaded into the session's graph."""
+
+    def _stages_of(self, graph, height, width):
+        """(raw, mean, std, variant batches, variant probability placeholders, probabilities, labels)."""
+        if (height, width) not in self._stages:
+            with graph.as_default(), tf.name_scope('export_predict_{}x{}'.format(height, width)):
+                raw, mean, std, images = self._window_inputs(height, width)
+                variants = self._variants(images)
+                outputs = [tf.placeholder(tf.float32, batch.shape.as_list()[:3] + [NUM_CLASSES]) for batch, _ in variants]
+                probabilities = self._combined([undo(output) for (_, undo), output in zip(variants, outputs)])
+                labels = decode(probabilities, self.decoding, self.tumour_threshold)
+            self._stages[height, width] = (raw, mean, std, [batch for batch, _ in variants], outputs,
+                                           probabilities, labels)
+        return self._stages[height, width]
+
+    def _run_window(self, session, raw, mean, std, probabilities):
+        raw_input, mean_input, std_input, batches, outputs, probabilities_op, labels_op = self._stages_of(
+            session.graph, *raw.shape[1:3])
+        inputs = session.run(batches, {raw_input: raw, mean_input: mean, std_input: std})
+        feed = {output: session.run(self.export_probabilities, {self.export_input: batch})
+                for output, batch in zip(outputs, inputs)}
+        return session.run(probabilities_op if probabilities else labels_op, feed)
 
 
 def session_config(gpu_memory_fraction=0.0, bfloat16=False):
@@ -343,3 +410,16 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
         for index, path in enumerate(paths):
             checkpoints.restore(session, path, predictor.member_variables(graph, index))
         yield session, predictor, paths
+
+
+@contextlib.contextmanager
+def exported_predictor(export_dir, *, gpu_memory_fraction=0.0, bfloat16=False, **predictor_options):
+    """Yield (session, ExportPredictor, [the version folder]) for an export of Export.py: a folder
+    with saved_model.pb, or one of version folders (the highest is taken). predictor_options go to
+    Predictor, as for restored_predictor."""
+    version_dir = export.resolve(export_dir)
+    normalization, network_config = export.read_preprocessing(version_dir)
+    with tf.Graph().as_default(), tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
+        export_input, export_probabilities = export.load(session, version_dir)
+        yield session, ExportPredictor(network_config, export_input, export_probabilities,
+                                       normalization=normalization, **predictor_options), [version_dir]

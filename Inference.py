@@ -7,8 +7,9 @@ labels 0-4 with the input's size, spacing, origin and direction:
 `VSD.<run name>.<Flair id>.mha` for BRATS2015 patients (the online evaluation's naming) and
 `<case>.nii.gz` for NIfTI ones. The network is rebuilt from CKPT/config.json and restored from
 its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best/). Several
---ckpt-dir folders make an ensemble that averages the networks' probabilities. Patients whose
-prediction exists are skipped unless --overwrite.
+--ckpt-dir folders make an ensemble that averages the networks' probabilities; --saved-model
+predicts with an export of Export.py instead. Patients whose prediction exists are skipped unless
+--overwrite.
 """
 import argparse
 import collections
@@ -25,12 +26,13 @@ from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
 from model.postprocess import check_component_limits
-from model.predict import (DECODINGS, TEST_TIME_AUGMENTATIONS, check_decoding, restored_predictor,
-                           tumour_threshold_for)
+from model.predict import (DECODINGS, TEST_TIME_AUGMENTATIONS, check_decoding, exported_predictor,
+                           restored_predictor, tumour_threshold_for)
 
 LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
 CKPT_DIR = 'data/checkpoints'
 CHECKPOINT = 'latest'      # 'latest', 'best' (CKPT/best/, else the latest) or a checkpoint path
+SAVED_MODEL = ''           # an export of Export.py to predict with instead of CKPT_DIR ('' for the checkpoints)
 OUTPUT_DIR = 'data/predictions'
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
@@ -56,6 +58,8 @@ def parse_args(argv):
         'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
     add('--ckpt-dir', action='append', dest='ckpt_dirs', help='training run folder with config.json; '
         'repeat it for an ensemble that averages the networks\' probabilities (default {})'.format(CKPT_DIR))
+    add('--saved-model', default=SAVED_MODEL, help="an export of Export.py to predict with instead of "
+        "--ckpt-dir (its folder of versions, or one version); '' uses the checkpoints")
     add('--checkpoint', default=CHECKPOINT, help="'{}': the last checkpoint; '{}': the validation-selected "
         "one in CKPT/best/ (else the last); or a checkpoint path".format(*checkpoints.KEYWORDS))
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
@@ -146,6 +150,21 @@ def uses_bfloat16(setting):
     return setting == 'on' or (setting == 'auto' and cpu_has_bfloat16())
 
 
+def opened_predictor(args):
+    """The (session, Predictor, sources) context of the export --saved-model, else of the
+    --ckpt-dir folders."""
+    options = dict(gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=uses_bfloat16(args.bfloat16),
+                   batch_size=args.batch_size, tta=args.tta, decoding=args.decoding,
+                   tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
+                   min_component_fraction=args.min_component_fraction)
+    if args.saved_model:
+        if args.ckpt_dirs or args.checkpoint != CHECKPOINT:
+            raise InputError('--saved-model {}: predicts without checkpoints; it cannot go with --ckpt-dir '
+                             'or --checkpoint'.format(args.saved_model))
+        return exported_predictor(args.saved_model, **options)
+    return restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint, **options)
+
+
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
@@ -155,11 +174,7 @@ def main(argv=None):
     cli.graph_mode()
     patients = patients_to_segment(args.lists, args.shard)
     done = skipped = 0
-    with restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint,
-                            gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=uses_bfloat16(args.bfloat16),
-                            batch_size=args.batch_size, tta=args.tta, decoding=args.decoding,
-                            tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
-                            min_component_fraction=args.min_component_fraction) as (session, predictor, checkpoints):
+    with opened_predictor(args) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

@@ -1,5 +1,6 @@
-"""All five scripts in-process at tiny size: phantom -> readfile -> create_pascal_tf_record ->
-Train -> Inference -> Evaluate, their refusals, and prediction geometry on real BRATS data."""
+"""All the scripts in-process at tiny size: phantom -> readfile -> create_pascal_tf_record ->
+Train -> Inference -> Evaluate, and Export with the export's use outside the project; their
+refusals, and prediction geometry on real BRATS data."""
 import contextlib
 import csv
 import io
@@ -7,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,12 +20,14 @@ tf.disable_v2_behavior()
 
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Evaluate  # noqa: E402
+import Export  # noqa: E402
 import Inference  # noqa: E402
 import readfile  # noqa: E402
 import Train  # noqa: E402
-from model import checkpoints, phantom  # noqa: E402
-from model.brats import find_patients  # noqa: E402
+from model import checkpoints, phantom, predict  # noqa: E402
+from model.brats import find_patients, load_patient  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
+from model.normalization import intensity_stats  # noqa: E402
 
 SHAPE = (24, 96, 96)
 RUN_NAME = 'e2e'
@@ -387,3 +392,134 @@ def test_inference_refuses_a_shard_outside_its_count(text, capsys):
     with pytest.raises(SystemExit):
         Inference.parse_args(['--shard', text])
     assert '--shard' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- SavedModel export
+
+# Run in a fresh interpreter that imports only TensorFlow and NumPy: normalise a volume by the
+# export's preprocessing.json, run the serving signature on all its slices, save the outputs.
+PLAIN_TENSORFLOW_CLIENT = r'''
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+export_dir, volume_path, output_path = sys.argv[1:]
+with open(os.path.join(export_dir, 'assets.extra', 'preprocessing.json')) as stream:
+    preprocessing = json.load(stream)
+assert preprocessing['normalization']['method'] == 'zscore'
+volume = np.load(volume_path).astype(np.float64)
+brain = np.any(volume != 0, axis=-1)
+mean, std = volume[brain].mean(axis=0), np.maximum(volume[brain].std(axis=0), 1e-6)
+clip = preprocessing['clip_sd']
+slices = np.where(brain[..., None], np.clip((volume - mean) / std, -clip, clip), 0.0).astype(np.float32)
+serve = tf.saved_model.load(export_dir).signatures['serving_default']
+outputs = serve(**{preprocessing['input']: tf.constant(slices)})
+np.savez(output_path, **{name: outputs[name].numpy() for name in preprocessing['outputs']})
+leaked = sorted(name for name in sys.modules if name == 'model' or name.startswith('model.'))
+assert not leaked, leaked
+'''
+
+
+@pytest.fixture(scope='module')
+def exported(pipeline, tmp_path_factory):
+    """Export.py run on the pipeline's checkpoint: (code, stdout, stderr, output folder)."""
+    paths, _ = pipeline
+    output = str(tmp_path_factory.mktemp('export'))
+    return run(Export, ['--ckpt-dir', paths['ckpt'], '--output-dir', output]) + (output,)
+
+
+def test_export_writes_a_tf_serving_layout_with_its_preprocessing(exported, pipeline, tmp_path):
+    code, out, err, output = exported
+    assert code == 0, err
+    assert sorted(os.listdir(output)) == ['1']
+    version = os.path.join(output, '1')
+    assert {'saved_model.pb', 'variables', 'assets.extra'} <= set(os.listdir(version))
+    assert version in out
+    with open(os.path.join(version, 'assets.extra', 'preprocessing.json')) as stream:
+        preprocessing = json.load(stream)
+    paths, _ = pipeline
+    assert preprocessing['network'] == checkpoints.read_config(paths['ckpt'])[0].to_dict()
+    assert preprocessing['checkpoint'] == os.path.join(paths['ckpt'], 'model.ckpt-2')
+    assert (preprocessing['input'], preprocessing['outputs']) == ('slices', ['probabilities', 'labels'])
+    again = str(tmp_path / 'export')
+    shutil.copytree(output, again)
+    code, out, err = run(Export, ['--ckpt-dir', paths['ckpt'], '--output-dir', again])
+    assert code == 0 and sorted(os.listdir(again)) == ['1', '2'], err
+    code, out, err = run(Export, ['--ckpt-dir', paths['ckpt'], '--output-dir', again, '--version', '2'])
+    assert code == 2 and 'exists already' in error_line(err) and sorted(os.listdir(again)) == ['1', '2']
+
+
+def test_an_export_folder_resolves_to_its_highest_version_or_to_itself(tmp_path):
+    from model import export
+    for version in ('1', '2', '10', 'notes'):
+        os.makedirs(str(tmp_path / 'serving' / version))
+    assert export.resolve(str(tmp_path / 'serving')) == str(tmp_path / 'serving' / '10')
+    (tmp_path / 'serving' / '2' / 'saved_model.pb').write_bytes(b'')
+    assert export.resolve(str(tmp_path / 'serving' / '2')) == str(tmp_path / 'serving' / '2')
+    with pytest.raises(export.InputError, match='neither saved_model.pb nor version folders'):
+        export.resolve(str(tmp_path / 'serving' / 'notes'))
+
+
+def test_export_refuses_a_folder_without_a_checkpoint(tmp_path):
+    code, out, err = run(Export, ['--ckpt-dir', tmp_path / 'nothing', '--output-dir', tmp_path / 'export'])
+    assert code == 2 and 'checkpoint folder does not exist' in error_line(err)
+    assert not os.path.exists(str(tmp_path / 'export'))
+
+
+def test_plain_tensorflow_gets_the_labels_inference_gets_from_the_checkpoint(exported, pipeline, test_patients,
+                                                                           tmp_path):
+    paths, _ = pipeline
+    image = load_patient(test_patients[0], with_label=False)[0]
+    np.save(str(tmp_path / 'volume.npy'), image)
+    client = subprocess.run([sys.executable, '-c', PLAIN_TENSORFLOW_CLIENT, os.path.join(exported[3], '1'),
+                             str(tmp_path / 'volume.npy'), str(tmp_path / 'outputs.npz')],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=''), cwd=str(tmp_path))
+    assert client.returncode == 0, client.stderr[-2000:]
+    outputs = np.load(str(tmp_path / 'outputs.npz'))
+    with predict.restored_predictor(paths['ckpt'], decoding='argmax') as (session, predictor, _):
+        raw, mean, std, probabilities, labels = predictor.window_ops(session.graph, *image.shape[1:3])
+        expected = session.run({'probabilities': probabilities, 'labels': labels},
+                               {raw: image.astype(np.float32), mean: intensity_stats(image)[0],
+                                std: intensity_stats(image)[1]})
+    assert len(np.unique(expected['labels'])) > 1   # an untrained network: labels of several classes
+    # The client normalises in float64 NumPy, the project in float32 TensorFlow: the inputs differ
+    # by float32 rounding, which moves a few probabilities by up to about 1e-3.
+    np.testing.assert_allclose(outputs['probabilities'], expected['probabilities'], atol=2e-3)
+    assert np.mean(outputs['labels'] == expected['labels']) >= 0.999
+
+
+def test_inference_from_the_export_equals_inference_from_the_checkpoint_on_a_real_patient(
+        brats2015_root, exported, pipeline, tmp_path):
+    code, out, err = run(readfile, ['--data-dir', brats2015_root, '--list-dir', tmp_path / 'lists',
+                                    '--val-fraction', '0'])
+    assert code == 0, err
+    paths, _ = pipeline
+    # float32 on both sides: the comparison is of the two ways in, not of oneDNN's bfloat16 rounding
+    common = ['--list', tmp_path / 'lists' / 'test.txt', '--min-component-fraction', '0.1', '--bfloat16', 'off']
+    code, out, err = run(Inference, common + ['--ckpt-dir', paths['ckpt'], '--output-dir', tmp_path / 'ckpt'])
+    assert code == 0, err
+    code, out, err = run(Inference, common + ['--saved-model', exported[3], '--output-dir', tmp_path / 'export'])
+    assert code == 0, err
+    assert 'with {} ('.format(os.path.join(exported[3], '1')) in out
+    from_checkpoint = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / 'ckpt' / 'VSD.dcr.35557.mha')))
+    from_export = assert_same_grid(str(tmp_path / 'export' / 'VSD.dcr.35557.mha'),
+                                   read_patient_list(str(tmp_path / 'lists' / 'test.txt'))[0].flair)
+    assert from_checkpoint.any()
+    np.testing.assert_array_equal(from_export, from_checkpoint)
+
+
+@pytest.mark.parametrize('flags, problem', [
+    (['--ckpt-dir', 'somewhere'], 'cannot go with --ckpt-dir'),
+    (['--checkpoint', 'best'], 'cannot go with --ckpt-dir or --checkpoint'),
+])
+def test_inference_refuses_an_export_with_checkpoint_flags(exported, pipeline, tmp_path, flags, problem):
+    paths, _ = pipeline
+    code, out, err = run(Inference, ['--list', paths['test'], '--saved-model', exported[3],
+                                     '--output-dir', tmp_path / 'pred'] + flags)
+    assert code == 2 and problem in error_line(err)
+
+
+def test_inference_refuses_a_folder_that_holds_no_export(pipeline, tmp_path):
+    paths, _ = pipeline
+    code, out, err = run(Inference, ['--list', paths['test'], '--saved-model', paths['ckpt'],
+                                     '--output-dir', tmp_path / 'pred'])
+    assert code == 2 and 'neither saved_model.pb nor version folders' in error_line(err)

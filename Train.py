@@ -35,7 +35,7 @@ DILATIONS = (12, 6, 3, 1)         # the paper's figure; the released code used 1
 WIDTH = 1.0                       # ResNet-50 width multiplier (0.5: the released code)
 REFINE_FILTERS = 64
 # Crop, learning rate and schedule are the measured recipe, not the paper's (224, 1e-4 constant):
-# docs/accuracy.md, rows budget-recipe and paper-training. Peak learning rate 3e-3 against 1e-3:
+# docs/ablations.md, rows budget-recipe and paper-training. Peak learning rate 3e-3 against 1e-3:
 # held-out WT Dice +0.007 +- 0.002 (10 of 12 patients; 3e-4: -0.008), rows learning-rate-3e-3 and
 # learning-rate-3e-4. The loss is the paper's cross-entropy and slices are drawn at their natural
 # share: the soft Dice term and tumour oversampling fail the rule for defaults (docs/accuracy.md,
@@ -51,7 +51,7 @@ FLIP = True
 ROTATE_DEGREES = 10.0
 SCALE_RANGE = 0.1
 # Per-channel intensity scale in 1 +- 0.5 and shift in +-0.5 sd: against 0.1, held-out WT Dice
-# 0.816 -> 0.843 and PPV 0.893 -> 0.917 (docs/accuracy.md, rows defaults, intensity-jitter-0.3/0.5/0.7).
+# 0.816 -> 0.843 and PPV 0.893 -> 0.917 (docs/ablations.md, rows defaults, intensity-jitter-0.3/0.5/0.7).
 INTENSITY_SCALE = 0.5
 INTENSITY_SHIFT = 0.5
 SHUFFLE_BUFFER = 1024

@@ -3,12 +3,13 @@
 Each row names the Train.py and Inference.py flags it runs with; rows that only change test-time
 options reuse the trained folds of another row (--trained-from), so they compare identical
 networks. A finished row's results.json is copied to experiments/results/<row>.json, which is
-committed; the tables in docs/accuracy.md are rendered from those files only. SELECTIONS
+committed; the tables in docs/ablations.md (and the training-defaults table of docs/accuracy.md)
+are rendered from those files only. SELECTIONS
 groups test-time rows whose option is chosen for each fold on the other folds
 (experiments/fold_selection.py), the honest way to pick a value such as a threshold.
 
     python experiments/ablations.py run width-half      # ~70 min on 2 cores; resumable
-    python experiments/ablations.py table               # rewrite the tables in docs/accuracy.md
+    python experiments/ablations.py table               # rewrite the tables in docs/ablations.md
 """
 import collections
 import json
@@ -27,7 +28,8 @@ from model.sections import replace_sections  # noqa: E402
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'
-REPORT = 'docs/accuracy.md'
+REPORT = 'docs/accuracy.md'      # the training-defaults table
+HISTORY = 'docs/ablations.md'    # every row, the fold selections and the paired differences
 BUDGET_RECIPE = '--crop-size 160 --learning-rate 1e-3 --lr-decay cosine --dice-weight 1 --tumour-fraction 0.5'   # rows append flags; the last wins
 
 
@@ -448,15 +450,17 @@ def rule_table(results):
     return '\n'.join(lines)
 
 
-def write_tables(report=REPORT, results_dir=RESULTS_DIR):
-    """Replace the text between each generated section's markers in `report` with its table;
-    returns the tables."""
+def write_tables(report=REPORT, history=HISTORY, results_dir=RESULTS_DIR):
+    """Replace the text between each generated section's markers with its table: the rows' in
+    `history`, the training defaults' in `report`; returns the tables."""
     results = load_results(results_dir)
-    rendered = collections.OrderedDict((section, render(results)) for section, render in (
-        ('ablation table', table), ('fold selection', selection_table), ('paired differences', paired_table),
-        ('training defaults', rule_table)))
-    replace_sections(report, rendered)
-    return '\n\n'.join(rendered.values())
+    rendered = {document: collections.OrderedDict((section, render(results)) for section, render in sections)
+                for document, sections in ((history, (('ablation table', table), ('fold selection', selection_table),
+                                                      ('paired differences', paired_table))),
+                                           (report, (('training defaults', rule_table),)))}
+    for document, tables in rendered.items():
+        replace_sections(document, tables)
+    return '\n\n'.join(body for tables in rendered.values() for body in tables.values())
 
 
 def parse_args(argv):

@@ -79,21 +79,24 @@ def test_machine_cell_names_each_cpu_with_its_vector_extensions_where_recorded()
 
 def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
-    report = tmp_path / 'report.md'
-    report.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\n{}\n{}\noutro\n'.format(
-        *markers('ablation table'), *markers('fold selection'),
-        *markers('paired differences'), *markers('training defaults')))
-    ablations.write_tables(str(report), str(tmp_path))
-    text = report.read_text()
+    history, report = tmp_path / 'history.md', tmp_path / 'report.md'
+    history.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\noutro\n'.format(
+        *markers('ablation table'), *markers('fold selection'), *markers('paired differences')))
+    report.write_text('summary\n{}\nold rule table\n{}\nend\n'.format(*markers('training defaults')))
+    ablations.write_tables(str(report), str(history), str(tmp_path))
+    text = history.read_text()
     assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
     assert 'old table' not in text and 'stale rows' not in text
-    assert '| budget-recipe |' in text and '| selection |' in text and '| option | default |' in text
+    assert '| budget-recipe |' in text and '| selection |' in text and '| option | default |' not in text
+    text = report.read_text()
+    assert text.startswith('summary\n') and text.endswith('\nend\n') and 'old rule table' not in text
+    assert '| option | default |' in text
     for broken in ('{}\n{}\nno selection markers\n'.format(*markers('ablation table')),
                    '{1}\n{0}\n'.format(*markers('ablation table'))):
-        report.write_text(broken)
+        history.write_text(broken)
         with pytest.raises(InputError, match='missing or out of order'):
-            ablations.write_tables(str(report), str(tmp_path))
-        assert report.read_text() == broken
+            ablations.write_tables(str(report), str(history), str(tmp_path))
+        assert history.read_text() == broken
 
 
 def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import sys
 
 from model import checkpoints, cli
 from model.cpu import cpu_has_bfloat16, vector_extensions
-from model.dcr import NetworkConfig
+from model.dcr import ARCHITECTURES, DCR_TYPES, NetworkConfig
 from model.errors import InputError
 from model.input import AugmentConfig
 from model.lists import read_patient_list
@@ -30,7 +30,8 @@ LOG_DIR = ''                      # '' means CKPT_DIR/logs
 NUM_STEPS = 50000                 # total global step to reach
 NUM_EPOCHS = 0.0                  # when > 0, overrides NUM_STEPS (epochs over the records)
 BATCH_SIZE = 8
-DCR_TYPE = 'A'
+ARCHITECTURE = 'dcr'               # 'dcr', or 'unet': the U-Net baseline (model/unet.py)
+DCR_TYPE = 'A'                    # A, B, C, or 'none': no refine branches (the study's baseline)
 DILATIONS = (12, 6, 3, 1)         # the paper's figure; the released code used 12,6,4,1
 WIDTH = 1.0                       # ResNet-50 width multiplier (0.5: the released code)
 REFINE_FILTERS = 64
@@ -83,7 +84,10 @@ def parse_args(argv):
     add('--num-steps', type=int, default=NUM_STEPS, help='total global step to reach')
     add('--num-epochs', type=float, default=NUM_EPOCHS, help='if > 0, overrides --num-steps')
     add('--batch-size', type=int, default=BATCH_SIZE)
-    add('--dcr-type', choices=('A', 'B', 'C'), default=DCR_TYPE)
+    add('--architecture', choices=ARCHITECTURES, default=ARCHITECTURE,
+        help="'unet': the U-Net baseline instead of the DCR network (uses --width, not the DCR flags)")
+    add('--dcr-type', choices=DCR_TYPES, default=DCR_TYPE,
+        help="refine branches: A (1x1 + dilated 3x3), B (1x1), C (dilated 3x3), none (1x1 skips only)")
     add('--dilations', type=cli.int_list, default=DILATIONS, help='rates for ResNet stages 2-5')
     add('--width', type=float, default=WIDTH, help='ResNet-50 width multiplier')
     add('--refine-filters', type=int, default=REFINE_FILTERS)
@@ -139,7 +143,7 @@ def network_config(args):
     """The NetworkConfig the flags describe (bad values become one-line errors)."""
     try:
         return NetworkConfig(dcr_type=args.dcr_type, dilations=args.dilations, width=args.width,
-                             refine_filters=args.refine_filters)
+                             refine_filters=args.refine_filters, architecture=args.architecture)
     except ValueError as error:
         raise InputError('network settings: {}'.format(error)) from None
 

@@ -28,10 +28,11 @@ import numbers
 
 import tensorflow.compat.v1 as tf
 
-from model import layers
+from model import layers, unet
 from model.labels import NUM_CLASSES
 
-DCR_TYPES = ('A', 'B', 'C')
+DCR_TYPES = ('A', 'B', 'C', 'none')
+ARCHITECTURES = ('dcr', 'unet')
 NUM_STAGES = 4
 OUTPUT_STRIDE = 32
 NUM_MODALITIES = 4
@@ -60,10 +61,12 @@ def _positive_int_tuple(name, value, length):
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Every setting needed to rebuild the DCR graph.
+    """Every setting needed to rebuild the network's graph.
 
     Attributes:
-      dcr_type: 'A' (parallel 1x1 and dilated 3x3, summed), 'B' (1x1) or 'C' (dilated 3x3).
+      dcr_type: 'A' (parallel 1x1 and dilated 3x3, summed), 'B' (1x1), 'C' (dilated 3x3), or
+        'none': no refine branches, each encoder stage reaches the decoder through one 1x1 conv
+        (the baseline whose difference to A, B and C is exactly the refine branches).
       dilations: dilation rates of the DCR branches on ResNet stages 2, 3, 4, 5. The paper's
         figure uses (12, 6, 3, 1); the released code (12, 6, 4, 1), with (8, 4, 2, 1) and
         (6, 3, 2, 1) as alternatives.
@@ -72,6 +75,8 @@ class NetworkConfig:
       refine_filters: channels of the DCR branches and of the decoder.
       num_classes: number of output logits per pixel.
       blocks: bottleneck blocks in ResNet stages 2, 3, 4, 5.
+      architecture: 'dcr' (this module's network) or 'unet' (model/unet.py, the baseline U-Net;
+        of the settings above it uses width and num_classes only).
     """
     dcr_type: str = 'A'
     dilations: tuple = (12, 6, 3, 1)
@@ -79,8 +84,12 @@ class NetworkConfig:
     refine_filters: int = 64
     num_classes: int = NUM_CLASSES
     blocks: tuple = (3, 4, 6, 3)
+    architecture: str = 'dcr'
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError('architecture must be one of {}, got {!r}'.format(
+                ', '.join(ARCHITECTURES), self.architecture))
         if self.dcr_type not in DCR_TYPES:
             raise ValueError('dcr_type must be one of {}, got {!r}'.format(
                 ', '.join(DCR_TYPES), self.dcr_type))
@@ -156,28 +165,21 @@ def _checked_images(images):
         return tf.identity(images)
 
 
-def _conv_bn(x, filters, kernel_size, is_training, name, stride=1, dilation=1):
-    """conv (no bias) followed by batch norm, in the variable scope `name`."""
-    with tf.variable_scope(name):
-        y = layers.conv(x, filters, kernel_size, stride=stride, dilation=dilation)
-        return layers.batch_norm(y, is_training)
-
-
 def _bottleneck(x, inner, stride, project, is_training, name):
     """Post-activation ResNet v1 bottleneck block with output width 4 * inner."""
     with tf.variable_scope(name):
         outer = BOTTLENECK_EXPANSION * inner
-        shortcut = (_conv_bn(x, outer, 1, is_training, 'shortcut', stride=stride)
+        shortcut = (layers.conv_bn(x, outer, 1, is_training, 'shortcut', stride=stride)
                     if project else x)
-        y = layers.relu(_conv_bn(x, inner, 1, is_training, 'conv1'))
-        y = layers.relu(_conv_bn(y, inner, 3, is_training, 'conv2', stride=stride))
-        y = _conv_bn(y, outer, 1, is_training, 'conv3')
+        y = layers.relu(layers.conv_bn(x, inner, 1, is_training, 'conv1'))
+        y = layers.relu(layers.conv_bn(y, inner, 3, is_training, 'conv2', stride=stride))
+        y = layers.conv_bn(y, outer, 1, is_training, 'conv3')
         return layers.relu(y + shortcut)
 
 
 def _encoder(images, config, is_training, endpoints):
     """ResNet-50 trunk; returns the outputs of stages 2-5 (1/4, 1/8, 1/16, 1/32)."""
-    x = layers.relu(_conv_bn(images, _scaled(STEM_WIDTH, config.width), 7, is_training,
+    x = layers.relu(layers.conv_bn(images, _scaled(STEM_WIDTH, config.width), 7, is_training,
                              'input_conv', stride=2))
     _record(endpoints, 'input_conv', x)
     x = layers.max_pool(x, 3, 2)
@@ -195,17 +197,32 @@ def _encoder(images, config, is_training, endpoints):
 
 
 def _dcr_branch(x, config, dilation, is_training, name):
-    """Dilated Convolution Refine branch of type config.dcr_type, then a 1x1 conv."""
+    """Dilated Convolution Refine branch of type config.dcr_type (A, B or C), then a 1x1 conv."""
     filters = config.refine_filters
     with tf.variable_scope(name):
         if config.dcr_type == 'A':
-            y = (_conv_bn(x, filters, 1, is_training, 'conv_1x1')
-                 + _conv_bn(x, filters, 3, is_training, 'conv_3x3', dilation=dilation))
+            y = (layers.conv_bn(x, filters, 1, is_training, 'conv_1x1')
+                 + layers.conv_bn(x, filters, 3, is_training, 'conv_3x3', dilation=dilation))
         elif config.dcr_type == 'B':
-            y = _conv_bn(x, filters, 1, is_training, 'conv_1x1')
+            y = layers.conv_bn(x, filters, 1, is_training, 'conv_1x1')
         else:
-            y = _conv_bn(x, filters, 3, is_training, 'conv_3x3', dilation=dilation)
+            y = layers.conv_bn(x, filters, 3, is_training, 'conv_3x3', dilation=dilation)
         return layers.conv(layers.relu(y), filters, 1, use_bias=True, name='refine')
+
+
+def _skips(stages, config, is_training, endpoints):
+    """The decoder's inputs from the encoder stages: refine branches 'refine_<stage>', or for
+    dcr_type 'none' a channel-matching 1x1 conv 'skip_<stage>'."""
+    skips = []
+    for stage, (features, dilation) in enumerate(zip(stages, config.dilations), start=2):
+        if config.dcr_type == 'none':
+            name = 'skip_{}'.format(stage)
+            skips.append(layers.conv(features, config.refine_filters, 1, use_bias=True, name=name))
+        else:
+            name = 'refine_{}'.format(stage)
+            skips.append(_dcr_branch(features, config, dilation, is_training, name))
+        _record(endpoints, name, skips[-1])
+    return skips
 
 
 def _decoder(refined, config, endpoints):
@@ -221,7 +238,8 @@ def _decoder(refined, config, endpoints):
 
 
 def build_network(images, config, is_training, endpoints=None):
-    """Build the DCR network; all variables live in the reusable scope 'dcr'.
+    """Build the network of `config`: the DCR network, its variables in the reusable scope 'dcr',
+    or for architecture 'unet' the U-Net of model/unet.py in the scope 'unet'.
 
     Call it once with is_training=True and once with False to get a training and an
     inference graph that share every variable.
@@ -233,7 +251,8 @@ def build_network(images, config, is_training, endpoints=None):
       config: NetworkConfig.
       is_training: Python bool; selects batch (True) or moving (False) BN statistics.
       endpoints: optional dict, filled in order with name -> tensor for 'images',
-        'input_conv', 'resnet_2'..'resnet_5', 'refine_2'..'refine_5',
+        'input_conv', 'resnet_2'..'resnet_5', 'refine_2'..'refine_5' (dcr_type 'none':
+        'skip_2'..'skip_5'),
         'decoder_16', 'decoder_8', 'decoder_4', 'decoder_2', 'decoder_1' (the number is the
         downsampling factor) and 'logits'.
 
@@ -248,14 +267,13 @@ def build_network(images, config, is_training, endpoints=None):
         raise TypeError('is_training must be a Python bool, got {!r}'.format(is_training))
     images = _checked_images(images)
     _record(endpoints, 'images', images)
-    with tf.variable_scope('dcr', reuse=tf.AUTO_REUSE):
-        stages = _encoder(images, config, is_training, endpoints)
-        refined = []
-        for stage, (features, dilation) in enumerate(zip(stages, config.dilations), start=2):
-            name = 'refine_{}'.format(stage)
-            refined.append(_dcr_branch(features, config, dilation, is_training, name))
-            _record(endpoints, name, refined[-1])
-        logits = _decoder(refined, config, endpoints)
+    if config.architecture == 'unet':
+        with tf.variable_scope('unet', reuse=tf.AUTO_REUSE):
+            logits = unet.build(images, config.width, config.num_classes, is_training, endpoints)
+    else:
+        with tf.variable_scope('dcr', reuse=tf.AUTO_REUSE):
+            stages = _encoder(images, config, is_training, endpoints)
+            logits = _decoder(_skips(stages, config, is_training, endpoints), config, endpoints)
     _record(endpoints, 'logits', logits)
     return logits
 

@@ -1,4 +1,4 @@
-"""Raw `tf.nn` layer helpers for the DCR network: conv, dilated conv, batch norm, deconv.
+"""Raw `tf.nn` layer helpers for the networks: conv, dilated conv, batch norm, deconv.
 
 TF1-style graph code (`tensorflow.compat.v1`) without tf.layers, Keras or slim. Every helper
 creates its variables with `tf.get_variable` inside `tf.variable_scope(name)`, so variables
@@ -7,7 +7,8 @@ here has both a CPU and a GPU kernel.
 
 Variable names inside a helper's scope:
   conv / deconv: `weights` (and `biases` when `use_bias`);
-  batch_norm: `gamma`, `beta`, `moving_mean`, `moving_variance`.
+  batch_norm: `gamma`, `beta`, `moving_mean`, `moving_variance`;
+  conv_bn: a conv and a batch_norm in their default scopes.
 Conv and deconv kernels, and nothing else, go into `WEIGHT_DECAY_COLLECTION` for the L2 loss.
 """
 import functools
@@ -145,6 +146,12 @@ def batch_norm(x, is_training, name='bn', decay=0.99, epsilon=1e-5):
             update = tf.assign_sub(moving, (moving - batch) * (1.0 - decay))
             tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
         return y
+
+
+def conv_bn(x, filters, kernel_size, is_training, name, stride=1, dilation=1):
+    """conv (no bias) followed by batch norm, in the variable scope `name`."""
+    with tf.variable_scope(name):
+        return batch_norm(conv(x, filters, kernel_size, stride=stride, dilation=dilation), is_training)
 
 
 def relu(x, name=None):

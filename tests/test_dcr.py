@@ -1,4 +1,4 @@
-"""Tests of the raw layer helpers and the DCR network, on tiny widths and sizes (CPU)."""
+"""Tests of the raw layer helpers, the DCR network and its baselines, on tiny widths and sizes (CPU)."""
 import json
 
 import numpy as np
@@ -30,10 +30,13 @@ def _training_step(loss, learning_rate):
         return tf.train.AdamOptimizer(learning_rate).minimize(loss)
 
 
-@pytest.mark.parametrize('dcr_type', dcr.DCR_TYPES)
+NETWORKS = [dict(dcr_type=dcr_type) for dcr_type in dcr.DCR_TYPES] + [dict(architecture='unet')]
+
+
+@pytest.mark.parametrize('network', NETWORKS, ids=lambda network: '-'.join(network.values()))
 @pytest.mark.parametrize('height,width', [(32, 32), (64, 96)])
-def test_logits_have_input_resolution(dcr_type, height, width):
-    config = dcr.NetworkConfig(dcr_type=dcr_type, width=0.125, refine_filters=8)
+def test_logits_have_input_resolution(network, height, width):
+    config = dcr.NetworkConfig(width=0.125, refine_filters=8, **network)
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, height, width, 4])
         logits = dcr.build_network(images, config, is_training=False)
@@ -234,7 +237,8 @@ def test_network_moving_statistics_are_trained_and_used_at_inference():
             assert not np.allclose(alone, changed, atol=1e-3)
 
 
-def test_tiny_network_overfits_one_batch():
+@pytest.mark.parametrize('network', [NETWORKS[0]] + NETWORKS[3:], ids=('dcr-A', 'none', 'unet'))
+def test_tiny_network_overfits_one_batch(network):
     image = _images(1, 64, 64, seed=4)
     label = np.zeros([1, 64, 64], np.int32)
     rows, cols = np.mgrid[:64, :64]
@@ -242,7 +246,8 @@ def test_tiny_network_overfits_one_batch():
     label[0][(rows - 30) ** 2 + (cols - 36) ** 2 < 6 ** 2] = 4
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        logits = dcr.build_network(tf.constant(image), TINY, is_training=True)
+        logits = dcr.build_network(tf.constant(image), dcr.NetworkConfig(width=0.125, refine_filters=8, **network),
+                                   is_training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.constant(label), logits=logits))
         step = _training_step(loss, 1e-3)
@@ -252,6 +257,34 @@ def test_tiny_network_overfits_one_batch():
             for _ in range(60):
                 final, _ = session.run([loss, step])
     assert final < 0.5 * initial, (initial, final)
+
+
+def _variable_names(config):
+    with tf.Graph().as_default():
+        dcr.build_network(tf.placeholder(tf.float32, [None, 32, 32, 4]), config, is_training=True)
+        return [v.op.name for v in tf.global_variables()]
+
+
+def test_the_baseline_without_refine_branches_differs_from_dcr_a_by_exactly_the_branches():
+    with_branches = _variable_names(TINY)
+    without = _variable_names(dcr.NetworkConfig(dcr_type='none', width=0.125, refine_filters=8))
+    assert not [name for name in without if 'refine' in name]
+    assert sorted(set(without) - set(with_branches)) == ['dcr/skip_{}/{}'.format(stage, variable)
+                                                         for stage in range(2, 6) for variable in ('biases', 'weights')]
+    assert {name for name in with_branches if '/refine_' not in name} == {name for name in without
+                                                                          if '/skip_' not in name}
+
+
+def test_the_unet_has_its_own_scope_five_levels_and_no_resnet():
+    endpoints = {}
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, 64, 64, 4])
+        dcr.build_network(images, dcr.NetworkConfig(architecture='unet', width=0.125), False, endpoints)
+        names = [v.op.name for v in tf.global_variables()]
+    assert names and all(name.startswith('unet/') for name in names)
+    assert [endpoints['down_{}'.format(level)].shape.as_list()[1:] for level in range(1, 6)] == [
+        [64, 64, 8], [32, 32, 16], [16, 16, 32], [8, 8, 64], [4, 4, 128]]
+    assert endpoints['up_1'].shape.as_list()[1:] == [64, 64, 8]
 
 
 def test_every_op_of_the_training_graph_has_a_gpu_kernel():
@@ -278,15 +311,17 @@ def test_every_op_of_the_training_graph_has_a_gpu_kernel():
 
 def test_config_round_trips_through_json():
     config = dcr.NetworkConfig(dcr_type='C', dilations=(8, 4, 2, 1), width=0.5,
-                               refine_filters=32, num_classes=4, blocks=(1, 1, 1, 1))
+                               refine_filters=32, num_classes=4, blocks=(1, 1, 1, 1), architecture='unet')
     restored = dcr.NetworkConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
-    assert dcr.NetworkConfig.from_dict({}) == dcr.NetworkConfig()
+    assert dcr.NetworkConfig.from_dict({}) == dcr.NetworkConfig()   # config.json from before architecture
+    assert dcr.NetworkConfig().architecture == 'dcr'
     assert dcr.NetworkConfig().dilations == (12, 6, 3, 1)
 
 
 @pytest.mark.parametrize('settings,message', [
     ({'dcr_type': 'D'}, 'dcr_type'),
+    ({'architecture': 'fcn'}, 'architecture'),
     ({'dilations': [12, 6, 3]}, 'dilations'),
     ({'dilations': [12, 6, 0, 1]}, 'dilations'),
     ({'dilations': [12, 6, 2.5, 1]}, 'dilations'),

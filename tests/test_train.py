@@ -185,6 +185,32 @@ def test_another_network_in_the_same_ckpt_dir_is_refused(data, first_run, change
     assert checkpoint_steps(first_run['ckpt']) == steps
 
 
+@pytest.mark.parametrize('network, expected', [
+    (['--dcr-type', 'none'], dict(dcr_type='none')),
+    (['--dcr-type', 'B'], dict(dcr_type='B')),
+    (['--architecture', 'unet'], dict(architecture='unet')),
+], ids=('none', 'B', 'unet'))
+def test_study_networks_train_resume_predict_and_score(data, tmp_path, network, expected):
+    import Evaluate
+    ckpt = str(tmp_path / 'run')
+    code, _, err = train(data, ckpt, '--num-steps', '2', *TINY_RUN, *network)
+    assert code == 0, err
+    code, out, err = train(data, ckpt, '--num-steps', '3', *TINY_RUN, *network)
+    assert code == 0 and checkpoint_steps(ckpt) == [1, 2, 3] and 'reached step 3' in out, err
+    stored = checkpoints.read_config(ckpt)[0]
+    assert stored == NetworkConfig(**dict(EXPECTED_CONFIG.to_dict(), **expected))
+    predictions = str(tmp_path / 'predictions')
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert Inference.main(['--list', data['val'], '--ckpt-dir', ckpt, '--output-dir', predictions]) == 0
+        assert Evaluate.main(['--list', data['val'], '--pred-dir', predictions]) == 0
+    rows = Evaluate.read_csv(os.path.join(predictions, 'metrics.csv'))
+    assert [row['patient'] for row in rows][-1] == 'mean' and len(rows) == 2
+    other = ['--architecture', 'dcr'] if expected.get('architecture') else ['--dcr-type', 'A']
+    code, _, err = train(data, ckpt, '--num-steps', '4', *TINY_RUN, *network, *other)
+    assert code == 2 and 'another network configuration' in error_lines(err)[0]
+    assert checkpoint_steps(ckpt) == [1, 2, 3]
+
+
 @pytest.mark.parametrize('crop', ['48', '100'])
 def test_crop_size_must_be_a_multiple_of_32(data, tmp_path, crop):
     run = [arg if arg != '64' else crop for arg in TINY_RUN]

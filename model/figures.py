@@ -159,3 +159,28 @@ def save_threshold_curve(thresholds, curves, argmax, path):
     axis.legend(fontsize=8, loc='lower center')
     figure.tight_layout()
     _save(figure, path)
+
+
+def save_grouped_bars(groups, series, means, errors, path, ylabel):
+    """PNG of one group of bars per entry of `groups`, one bar per entry of `series`, with error bars.
+
+    Args:
+      groups, series: the names along the x axis and in the legend.
+      means, errors: [group][series] bar heights and half-heights of their error bars.
+      path: output PNG.
+      ylabel: the y axis's title.
+    """
+    figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4))
+    width = 0.8 / len(series)
+    for index, name in enumerate(series):
+        positions = [group + (index - (len(series) - 1) / 2) * width for group in range(len(groups))]
+        axis.bar(positions, [row[index] for row in means], width, yerr=[row[index] for row in errors],
+                 capsize=3, label=name)
+    axis.set_xticks(range(len(groups)))
+    axis.set_xticklabels(groups, rotation=20, ha='right')
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(0, 1)
+    axis.grid(axis='y', alpha=0.3)
+    axis.legend(fontsize=8, loc='lower right')
+    figure.tight_layout()
+    _save(figure, path)

@@ -1,0 +1,95 @@
+"""experiments/dcr_study.py: its rows, and the table, figure and README claims rendered from results."""
+import json
+import os
+import shutil
+
+import pytest
+
+from experiments import dcr_study
+from model.errors import InputError
+from model.sections import markers
+
+
+def results(wt_dice_of_patient):
+    """A cross-validation results document of 3 folds x 2 patients whose WT Dice is
+    wt_dice_of_patient(fold, patient index)."""
+    folds = []
+    for fold in range(3):
+        names = ['p{}{}'.format(fold, index) for index in range(2)]
+        rows = [{'patient': name, 'WT_dice': wt_dice_of_patient(fold, index), 'WT_ppv': 0.9, 'WT_sensitivity': 0.8,
+                 'TC_dice': 0.7, 'ET_dice': 0.6} for index, name in enumerate(names)]
+        folds.append({'fold': fold, 'test': names, 'steps': 1500, 'train_slices_per_s': 7.0, 'rows': rows})
+    return {'command': 'python experiments/cross_validation.py', 'folds': folds}
+
+
+def write_results(results_dir, documents):
+    os.makedirs(results_dir, exist_ok=True)
+    for name, document in documents.items():
+        with open(dcr_study.results_path(dcr_study.row_named(name), results_dir), 'w') as stream:
+            json.dump(document, stream)
+
+
+def test_every_row_trains_with_train_py_flags_for_the_same_steps_and_test_time():
+    import Train
+    assert dcr_study.ROWS[0].name == dcr_study.BASELINE and not dcr_study.ROWS[0].train_flags
+    for row in dcr_study.ROWS:
+        argv = dcr_study.cross_validation_argv(row)
+        assert argv[argv.index('--num-steps') + 1] == str(dcr_study.NUM_STEPS)
+        assert '--inference-flags=' + dcr_study.INFERENCE_FLAGS in argv
+        assert argv[1] == os.path.join(dcr_study.RUNS_DIR, 'study-' + row.name)
+        Train.network_config(Train.parse_args(row.train_flags.split()))   # flags Train.py accepts
+    for _, names in dcr_study.CLAIMS:
+        assert all(dcr_study.row_named(name) for name in names)
+    with pytest.raises(InputError, match='no such study row'):
+        dcr_study.row_named('dcr-D')
+
+
+def test_the_rows_weights_differ_by_their_networks():
+    counts = {name: dcr_study.weight_count(dcr_study.row_named(name)) for name in ('dcr-A', 'dcr-none', 'dilations-1')}
+    assert counts['dcr-A'] > counts['dcr-none'] > 20e6
+    assert counts['dilations-1'] == counts['dcr-A']   # dilation changes no weight
+
+
+def test_a_difference_within_two_standard_errors_is_no_difference():
+    assert dcr_study.verdict(0.004, 0.002) == 'no difference measured'
+    assert dcr_study.verdict(0.0041, 0.002) == 'higher by 0.004'
+    assert dcr_study.verdict(-0.02, 0.005) == 'lower by 0.020'
+    assert dcr_study.verdict(0.01, float('nan')) == 'no difference measured'
+
+
+def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
+    results_dir = str(tmp_path / 'results')
+    write_results(results_dir, {'dcr-A': results(lambda fold, index: 0.80),
+                                'dcr-none': results(lambda fold, index: 0.80 - 0.02 - 0.002 * index)})
+    documents = {}
+    for name, section in (('report', 'dcr study'), ('readme', 'claims')):
+        documents[name] = str(tmp_path / (name + '.md'))
+        with open(documents[name], 'w') as stream:
+            stream.write('before\n{}\nold\n{}\nafter\n'.format(*markers(section)))
+    shutil.copyfile(dcr_study.NESTED_RESULTS, str(tmp_path / 'nested.json'))
+    figure = str(tmp_path / 'study.png')
+    dcr_study.render(results_dir, documents['report'], documents['readme'], figure, str(tmp_path / 'nested.json'))
+    with open(documents['report']) as stream:
+        report = stream.read()
+    assert report.startswith('before\n') and report.endswith('after\n') and 'old' not in report
+    none_row = next(line for line in report.splitlines() if line.startswith('| dcr-none |'))
+    assert '-0.021 ± 0.000 (0/6): lower by 0.021' in none_row and '| 24.1 M |' in none_row
+    assert '`python experiments/dcr_study.py run dcr-B`' in report.split('Registered, not run yet:')[1]
+    with open(documents['readme']) as stream:
+        readme = stream.read()
+    assert 'dcr-none: -0.021 ± 0.000 (0/6): lower by 0.021' in readme
+    assert 'not measured yet: dcr-B, dcr-C' in readme
+    with open(dcr_study.NESTED_RESULTS) as stream:
+        nested = json.load(stream)['nested']
+    assert '{:.3f} and {:.3f}'.format(nested['WT_dice'][0], nested['WT_ppv'][0]) in readme
+    assert os.path.getsize(figure) > 0
+
+
+def test_the_committed_sections_are_the_rendering_of_the_committed_results():
+    rendered = dcr_study.study_table(dcr_study.load_results())
+    with open(dcr_study.REPORT) as stream:
+        assert rendered in stream.read()
+    with open(dcr_study.NESTED_RESULTS) as stream:
+        claims = dcr_study.claims_table(dcr_study.load_results(), json.load(stream))
+    with open(dcr_study.README) as stream:
+        assert claims in stream.read()

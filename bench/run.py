@@ -13,7 +13,8 @@ Prints the machine and one table (benchmark, metric, value, target, pass/FAIL), 
 bench/results.json (bench/results-quick.json with --quick): machine facts, every measured
 number, the table and a timestamp. A run of some benchmarks (--only) replaces theirs and keeps
 the others', each with the machine and time it ran on. A full-measurement run also rewrites the
-"performance" section of README.md from the file. Outputs go to a temporary folder, removed at
+"performance" sections of README.md (the rows with a target) and docs/performance.md (every
+row) from the file. Outputs go to a temporary folder, removed at
 the end.
 Exits 0 when every benchmark ran, even if a target is missed (the table says so), and 1 when
 a benchmark could not run.
@@ -37,6 +38,10 @@ from model.sections import replace_sections  # noqa: E402
 
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
 README = os.path.join(ROOT, 'README.md')
+PERFORMANCE = os.path.join(ROOT, 'docs', 'performance.md')
+# Rows without a target that the README shows too (by the start of their metric), per benchmark.
+README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline'),
+               'inference': ('same with --tta none',)}
 
 
 def parse_args(argv):
@@ -100,17 +105,37 @@ def merged(document, path):
                 table=[dict(entry, benchmark=name) for name in ordered for entry in benchmarks[name].get('table', [])])
 
 
-def readme_section(document):
-    """The README's performance section: the table of a results document and where each benchmark ran."""
+def table_section(document, entries, footer):
+    """A Markdown table of benchmark `entries`, where each benchmark ran, and `footer`."""
     lines = ['| benchmark | metric | value | target | result |', '|---|---|---|---|---|']
-    lines += ['| {benchmark} | {metric} | {text} | {target} | {status} |'.format(**entry) for entry in document['table']]
+    lines += ['| {benchmark} | {metric} | {text} | {target} | {status} |'.format(**entry) for entry in entries]
     lines += ['']
     for name, result in document['benchmarks'].items():
         facts = result.get('machine', document['machine'])
         lines.append('- {}: {}, {} logical cores, TensorFlow {}, {}'.format(
             name, facts['cpu_model'], facts['logical_cores'], facts['tensorflow'], result.get('timestamp', document['timestamp'])))
-    return '\n'.join(lines + ['', 'Rendered from [bench/results.json](bench/results.json) by `make bench` '
-                                    '(`python bench/run.py --only inference` reruns one benchmark).'])
+    return '\n'.join(lines + ['', footer])
+
+
+def in_readme(entry):
+    """Whether a table row goes into the README: it has a target, or its metric starts with one of
+    README_ROWS of its benchmark."""
+    return bool(entry['target']) or any(entry['metric'].startswith(prefix)
+                                        for prefix in README_ROWS.get(entry['benchmark'], ()))
+
+
+def readme_section(document):
+    """The README's performance section: the rows in_readme, and where each benchmark ran."""
+    return table_section(document, [entry for entry in document['table'] if in_readme(entry)],
+                         'The main rows; [docs/performance.md](docs/performance.md) has every measurement. '
+                         'Rendered from [bench/results.json](bench/results.json) by `make bench` '
+                         '(`python bench/run.py --only inference` reruns one benchmark).')
+
+
+def full_section(document):
+    """docs/performance.md's section: every row of the results document."""
+    return table_section(document, document['table'], 'Rendered from [bench/results.json](../bench/results.json) '
+                         'by `make bench`.')
 
 
 def main(argv=None):
@@ -182,7 +207,8 @@ def main(argv=None):
     print('results written to {}'.format(os.path.relpath(args.output)))
     if not args.quick and not failed and os.path.abspath(args.output) == os.path.join(BENCH_DIR, 'results.json'):
         replace_sections(README, {'performance': readme_section(document)})
-        print('README.md performance section rewritten')
+        replace_sections(PERFORMANCE, {'performance': full_section(document)})
+        print('README.md and docs/performance.md performance sections rewritten')
     return 1 if failed else 0
 
 

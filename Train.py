@@ -15,6 +15,7 @@ import sys
 from model import checkpoints, cli
 from model.cpu import cpu_has_bfloat16, vector_extensions
 from model.dcr import ARCHITECTURES, DCR_TYPES, NetworkConfig
+from model.distribute import TF_CONFIG, Distribution, cluster_from_environment, default_device_count, has_gpu
 from model.errors import InputError
 from model.input import AugmentConfig
 from model.lists import read_patient_list
@@ -71,6 +72,11 @@ TIME_BUDGET_MINUTES = 0.0         # > 0: stop (and save) after this much trainin
 GPU_MEMORY_FRACTION = 0.0         # 0: grow GPU memory as needed
 SEED = 0                          # initial weights and slice stream; same seed, same batches
 BFLOAT16 = False                  # bfloat16 convolutions on CPUs that have them (float32 variables)
+# Several devices: the global batch (--batch-size) is split over them and the gradients all-reduced
+# (tf.distribute.MirroredStrategy; with TF_CONFIG set, MultiWorkerMirroredStrategy across machines).
+DEVICES = 0                       # 0: every GPU, else one CPU; N > 1 without GPUs: N logical CPU devices
+SYNC_BATCH_NORM = False           # batch-norm statistics over the global batch instead of each replica's
+MIXED_PRECISION = False           # float16 on GPUs (compute capability >= 7.0) with dynamic loss scaling
 
 
 def parse_args(argv):
@@ -127,6 +133,12 @@ def parse_args(argv):
         help='non-negative; fixes the initial weights and the order and augmentation of the slices')
     add('--bfloat16', type=cli.on_off, default=BFLOAT16,
         help='mixed precision: bfloat16 convolutions on the CPU (on/off; fast with AVX512-BF16 or AMX)')
+    add('--devices', type=int, default=DEVICES,
+        help='devices that split each batch (0: every GPU, else one CPU; without GPUs, N logical CPUs)')
+    add('--sync-batch-norm', type=cli.on_off, default=SYNC_BATCH_NORM,
+        help='with several devices or workers: batch-norm statistics of the global batch (on/off)')
+    add('--mixed-precision', type=cli.on_off, default=MIXED_PRECISION,
+        help='float16 with dynamic loss scaling on GPUs of compute capability >= 7.0 (on/off)')
     return parser.parse_args(argv)
 
 
@@ -185,6 +197,20 @@ def check_resume(ckpt_dir, config, crop_size, normalization):
                                                               stored_normalization['method'], normalization['method']))
 
 
+def training_distribution(args):
+    """The Distribution the flags and TF_CONFIG ask for (call before TensorFlow's runtime starts)."""
+    cluster = cluster_from_environment()
+    if cluster and args.time_budget_minutes > 0:
+        raise InputError('--time-budget-minutes with {}: workers would stop at different steps; give '
+                         '--num-steps instead'.format(TF_CONFIG))
+    if args.mixed_precision and not has_gpu():
+        raise InputError('--mixed-precision on needs a GPU (float16 with loss scaling); on this CPU use '
+                         '--bfloat16 on where it has AVX512-BF16 or AMX')
+    distribution = Distribution(args.devices or default_device_count(), cluster)
+    distribution.replica_batch_size(args.batch_size)
+    return distribution
+
+
 def training_settings(args):
     """(AugmentConfig, LossConfig, Schedule) from the flags."""
     augment = AugmentConfig(crop_size=args.crop_size, flip=args.flip, rotate_degrees=args.rotate_degrees,
@@ -215,19 +241,22 @@ def main(argv=None):
     if args.bfloat16 and not cpu_has_bfloat16():
         raise InputError('--bfloat16 on needs a CPU with AVX512-BF16 or AMX-BF16; this one has {}'.format(
             ' '.join(vector_extensions()) or 'neither'))
+    distribution = training_distribution(args)
     paths, sidecar = resolve_records(args.train_records)
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * sidecar['num_examples'] / args.batch_size)
     validation = validation_config(args)
     check_resume(args.ckpt_dir, config, args.crop_size, sidecar['normalization'])
-    checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args), sidecar['normalization'])
+    if distribution.is_chief:
+        checkpoints.write_config(args.ckpt_dir, config, args.crop_size, vars(args), sidecar['normalization'])
     augment, losses, schedule = training_settings(args)
-    print('training on {} slices of {} patients; validating on {} patients'.format(
-        sidecar['num_examples'], sidecar['num_patients'], len(validation.patients)))
+    print('training on {} slices of {} patients; validating on {} patients; {}'.format(
+        sidecar['num_examples'], sidecar['num_patients'], len(validation.patients), distribution.describe()))
     try:
         step = train(paths, sidecar, config, augment, losses, schedule, args.batch_size, args.ckpt_dir,
                      args.log_dir or os.path.join(args.ckpt_dir, 'logs'), validation,
-                     args.gpu_memory_fraction, args.bfloat16, args.seed)
+                     args.gpu_memory_fraction, args.bfloat16, args.seed, distribution, args.sync_batch_norm,
+                     args.mixed_precision)
     except TrainingError as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1

@@ -92,9 +92,17 @@ def augment(example, config, seed):
     return image, label
 
 
-def _slices(paths, seed):
-    """Endless stream of serialised slices from shuffled shards, in an order fixed by `seed`."""
-    files = tf.data.Dataset.from_tensor_slices(list(paths)).shuffle(len(paths), seed=seed).repeat()
+def _slices(paths, seed, worker=0, num_workers=1):
+    """Endless stream of serialised slices from shuffled shards, in an order fixed by `seed`.
+
+    With several workers, each reads its own share: every num_workers-th shard file when there
+    are at least as many files as workers, else every num_workers-th slice."""
+    paths = list(paths)
+    if len(paths) < num_workers:   # in a fixed order, so that the shares are disjoint; the shuffle buffer mixes them
+        share = tf.data.TFRecordDataset(paths, compression_type=records.COMPRESSION).shard(num_workers, worker)
+        return share.repeat()
+    paths = paths[worker::num_workers]
+    files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
     return files.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type=records.COMPRESSION),
         cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -123,7 +131,7 @@ def keep_chances(share, natural):
     return (1.0, 1.0 / odds) if odds >= 1.0 else (odds, 1.0)
 
 
-def training_dataset(paths, sidecar, batch_size, config, seed=0):
+def training_dataset(paths, sidecar, batch_size, config, seed=0, worker=0, num_workers=1):
     """Endless batches of (image float32 [B, S, S, 4], label int32 [B, S, S]) for training.
 
     Args:
@@ -132,8 +140,10 @@ def training_dataset(paths, sidecar, batch_size, config, seed=0):
       batch_size: slices per batch.
       config: an AugmentConfig.
       seed: a non-negative int; the same seed gives the same batches.
+      worker, num_workers: this worker's index and the number of workers that split the shards
+        (by file, or by slice when there are fewer files than workers).
     """
-    serialized = _slices(paths, seed)
+    serialized = _slices(paths, seed, worker, num_workers)
     share = tumour_share(config, sidecar)
     if share is not None:
         keep_tumour, keep_other = keep_chances(share, sidecar['num_tumour_examples'] / sidecar['num_examples'])

@@ -10,10 +10,19 @@ Variable names inside a helper's scope:
   batch_norm: `gamma`, `beta`, `moving_mean`, `moving_variance`;
   conv_bn: a conv and a batch_norm in their default scopes.
 Conv and deconv kernels, and nothing else, go into `WEIGHT_DECAY_COLLECTION` for the L2 loss.
+
+Under a tf.distribute strategy each replica builds its copy of the network inside
+`training_replica`, which records that replica's batch-norm updates and can synchronise the
+batch statistics across replicas.
 """
+import contextlib
 import functools
+import threading
+import zlib
 
 import tensorflow.compat.v1 as tf
+
+from model.distribute import all_reduced_sum, replica_sum
 
 WEIGHT_DECAY_COLLECTION = 'dcr_weight_decay'
 
@@ -23,6 +32,55 @@ def _register_for_weight_decay(kernel):
     collection = tf.get_collection_ref(WEIGHT_DECAY_COLLECTION)
     if not any(kernel is existing for existing in collection):
         collection.append(kernel)
+
+
+_replica = threading.local()   # the training_replica of the calling thread (replicas run in threads)
+
+
+@contextlib.contextmanager
+def training_replica(sync_batch_norm=False):
+    """Yield the list that collects the batch-norm updates built in this thread (they also go to
+    tf.GraphKeys.UPDATE_OPS). With `sync_batch_norm`, training-mode batch norms normalise with the
+    mean and variance over every replica's batch (all-reduced, gradients too), so N replicas of a
+    batch B/N compute what one device computes for B."""
+    previous = getattr(_replica, 'state', None)
+    _replica.state = (sync_batch_norm, [])
+    try:
+        yield _replica.state[1]
+    finally:
+        _replica.state = previous
+
+
+def _record_update(update):
+    tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+    state = getattr(_replica, 'state', None)
+    if state is not None:
+        state[1].append(update)
+
+
+def _synchronizing():
+    state = getattr(_replica, 'state', None)
+    return bool(state and state[0])
+
+
+def synchronized_batch_norm(x, gamma, beta, epsilon):
+    """Batch norm of `x` with the statistics of the batches of every replica in sync.
+
+    Returns (y, mean, variance): the variance as fused batch norm returns it for the moving
+    average (Bessel-corrected over all the replicas' pixels)."""
+    total_count = all_reduced_sum([tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)])[0]
+    mean = replica_sum([tf.reduce_sum(x, [0, 1, 2])])[0] / total_count
+    centred = x - mean   # two passes: E[x^2] - E[x]^2 loses the variance to cancellation in float32
+    variance = replica_sum([tf.reduce_sum(tf.square(centred), [0, 1, 2])])[0] / total_count
+    y = centred * (gamma * tf.rsqrt(variance + epsilon)) + beta
+    return y, mean, variance * total_count / tf.maximum(total_count - 1.0, 1.0)
+
+
+def _kernel_seed():
+    """An op seed for the kernel of the current variable scope, from its name: a kernel's initial
+    values then depend on the graph seed and its own name only, not on how many ops were built
+    before it (the input pipeline of several devices builds more than that of one)."""
+    return zlib.crc32(tf.get_variable_scope().name.encode()) & 0x7FFFFFFF
 
 
 def _in_channels(x):
@@ -90,7 +148,7 @@ def conv(x, filters, kernel_size, stride=1, dilation=1, use_bias=False, name='co
         kernel = tf.get_variable(
             'weights', [kernel_size, kernel_size, _in_channels(x), filters],
             initializer=tf.variance_scaling_initializer(
-                scale=2.0, mode='fan_in', distribution='truncated_normal'))
+                scale=2.0, mode='fan_in', distribution='truncated_normal', seed=_kernel_seed()))
         _register_for_weight_decay(kernel)
         if dilation > 1:
             y = _dilated_conv2d(x, kernel, dilation)
@@ -129,22 +187,27 @@ def batch_norm(x, is_training, name='bn', decay=0.99, epsilon=1e-5):
         beta = tf.get_variable('beta', [channels], initializer=tf.zeros_initializer())
         moving_collections = [tf.GraphKeys.GLOBAL_VARIABLES,
                               tf.GraphKeys.MOVING_AVERAGE_VARIABLES]
+        # MEAN: under a strategy, replicas move them by the mean of their updates.
         moving_mean = tf.get_variable('moving_mean', [channels], trainable=False,
                                       initializer=tf.zeros_initializer(),
-                                      collections=moving_collections)
+                                      collections=moving_collections,
+                                      aggregation=tf.VariableAggregation.MEAN)
         moving_variance = tf.get_variable('moving_variance', [channels], trainable=False,
                                           initializer=tf.ones_initializer(),
-                                          collections=moving_collections)
+                                          collections=moving_collections,
+                                          aggregation=tf.VariableAggregation.MEAN)
         if not is_training:
             y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
                                              variance=moving_variance, epsilon=epsilon,
                                              is_training=False)
             return y
-        y, batch_mean, batch_variance = tf.nn.fused_batch_norm(
-            x, gamma, beta, epsilon=epsilon, is_training=True)
+        if _synchronizing():
+            y, batch_mean, batch_variance = synchronized_batch_norm(x, gamma, beta, epsilon)
+        else:
+            y, batch_mean, batch_variance = tf.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=epsilon, is_training=True)
         for moving, batch in ((moving_mean, batch_mean), (moving_variance, batch_variance)):
-            update = tf.assign_sub(moving, (moving - batch) * (1.0 - decay))
-            tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+            _record_update(tf.assign_sub(moving, (moving - batch) * (1.0 - decay)))
         return y
 
 
@@ -196,7 +259,7 @@ def deconv(x, filters, kernel_size=4, stride=2, name='deconv'):
             'weights', [kernel_size, kernel_size, filters, in_channels],
             initializer=tf.variance_scaling_initializer(
                 scale=float(stride * stride * filters) / in_channels, mode='fan_in',
-                distribution='truncated_normal'))
+                distribution='truncated_normal', seed=_kernel_seed()))
         _register_for_weight_decay(kernel)
         output_shape = tf.stack([dynamic[0]] + upsampled + [filters])
         y = tf.nn.conv2d_transpose(x, kernel, output_shape, strides=[1, stride, stride, 1],

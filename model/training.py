@@ -8,6 +8,7 @@ Loop: resumes from the latest checkpoint, saves every K steps, every few minutes
 end (also on SIGINT/SIGTERM), writes TensorBoard summaries, validates on whole volumes and
 keeps the best checkpoint in CKPT/best/, and stops on a non-finite loss without saving it.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,10 +20,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from model import checkpoints
+from model import checkpoints, layers
 from model.atomic import atomic_output
 from model.brats import load_patient
 from model.dcr import build_network
+from model.distribute import all_reduced_sum
 from model.errors import InputError
 from model.input import training_dataset
 from model.labels import REGION_NAMES, region_mask
@@ -132,33 +134,86 @@ def batch_wt_dice(labels, logits):
     return tf.where(total > 0, 2.0 * overlap / tf.maximum(total, 1.0), 1.0)
 
 
-def build_training_graph(batch, network_config, loss_config, schedule):
+def _replica_training(images, labels, network_config, loss_config, optimizer, global_step, num_replicas,
+                      sync_batch_norm):
+    """One replica's network, loss and train op (which depends on its batch-norm updates).
+
+    Returns (train_op, loss parts, batch WT Dice, logits). The optimiser minimises the loss over
+    `num_replicas`: a strategy sums the replicas' gradients, so that is the gradient of the mean.
+    """
+    with layers.training_replica(sync_batch_norm) as batch_norm_updates:
+        logits = build_network(images, network_config, is_training=True)
+    loss = segmentation_loss(logits, labels, loss_config)
+    with tf.control_dependencies(batch_norm_updates):
+        train_op = optimizer.minimize(loss['total'] / num_replicas, global_step=global_step)
+    return train_op, loss, batch_wt_dice(labels, logits), logits
+
+
+def _local_mean(strategy, per_replica):
+    """Mean of a per-replica scalar over the replicas of this worker."""
+    values = strategy.experimental_local_results(per_replica)
+    return tf.add_n(list(values)) / len(values)
+
+
+def build_training_graph(batch, network_config, loss_config, schedule, distribution=None, sync_batch_norm=False,
+                         mixed_precision=False):
     """Network, loss, optimiser and summaries for a batch (images, labels).
 
+    distribution: a model.distribute.Distribution with a strategy, or None for one device; with a
+      strategy, `batch` holds the per-replica batches of its distributed iterator, one network copy
+      is built per replica (sharing the variables) and the gradients are all-reduced.
+    sync_batch_norm: with a strategy, batch norm uses the statistics of the global batch.
+    mixed_precision: TensorFlow's float16 graph rewrite with dynamic loss scaling (GPUs only).
+
     Returns:
-      A dict of tensors and ops: 'train_op', 'global_step', 'learning_rate', 'loss' (the
-      dict of loss parts), 'batch_dice', 'summaries', 'progress' (the placeholder that
-      drives the learning-rate schedule), 'train_seconds' (training time so far, saved with
-      the checkpoints) and 'set_train_seconds' (its assign op and placeholder).
+      A dict of tensors and ops: 'train_op', 'global_step', 'trained_step' (the global step
+      read after the train op), 'learning_rate', 'loss' (the dict of loss parts, mean over
+      this worker's replicas), 'batch_dice', 'summaries', 'progress' (the placeholder that drives the
+      learning-rate schedule), 'train_seconds' (training time so far, saved with the
+      checkpoints), 'set_train_seconds' (its assign op and placeholder), and 'stop_votes'
+      (the replicas that were fed 'stop_vote' = 1 at this step: a stop signal on any worker
+      stops them all at the same step).
     """
-    images, labels = batch
-    global_step = tf.train.get_or_create_global_step()
-    train_seconds = tf.get_variable('train_seconds', [], tf.float64, tf.zeros_initializer(),
-                                    trainable=False)
-    seconds_input = tf.placeholder(tf.float64, [], name='train_seconds_input')
-    progress_input = tf.placeholder_with_default(tf.constant(0.0), [], name='progress')
-    logits = build_network(images, network_config, is_training=True)
-    loss = segmentation_loss(logits, labels, loss_config)
-    rate = learning_rate(schedule, progress_input)
-    optimizer = tf.train.AdamOptimizer(rate)
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(loss['total'], global_step=global_step)
-    wt_dice = batch_wt_dice(labels, logits)
+    strategy = distribution.strategy if distribution else None
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        global_step = tf.train.get_or_create_global_step()
+        train_seconds = tf.get_variable('train_seconds', [], tf.float64, tf.zeros_initializer(),
+                                        trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        seconds_input = tf.placeholder(tf.float64, [], name='train_seconds_input')
+        progress_input = tf.placeholder_with_default(tf.constant(0.0), [], name='progress')
+        stop_vote = tf.placeholder_with_default(tf.constant(0.0), [], name='stop_vote')
+        rate = learning_rate(schedule, progress_input)
+        optimizer = tf.train.AdamOptimizer(rate)
+        if mixed_precision:
+            optimizer = tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, 'dynamic')
+        if strategy is None:
+            images, labels = batch
+            train_op, loss, wt_dice, logits = _replica_training(images, labels, network_config, loss_config,
+                                                                optimizer, global_step, 1, False)
+            stop_votes = stop_vote
+        else:
+            def replica_step(images, labels):
+                outputs = _replica_training(images, labels, network_config, loss_config, optimizer, global_step,
+                                            strategy.num_replicas_in_sync, sync_batch_norm)
+                votes = all_reduced_sum([tf.identity(stop_vote)])[0]
+                return outputs + (votes,)
+
+            train_ops, losses, dices, logits, votes = strategy.run(replica_step, args=tuple(batch))
+            train_op = strategy.group(train_ops)
+            # Means over this worker's replicas, not collectives: only the chief fetches summaries.
+            loss = {name: _local_mean(strategy, value) for name, value in losses.items()}
+            wt_dice = _local_mean(strategy, dices)
+            stop_votes = strategy.experimental_local_results(votes)[0]
+            images, labels, logits = (strategy.experimental_local_results(value)[0] for value in
+                                      (batch[0], batch[1], logits))
+    with tf.control_dependencies([train_op]):
+        trained_step = tf.identity(global_step.read_value())
     scalars = [tf.summary.scalar('loss/' + name, value) for name, value in sorted(loss.items())]
     scalars += [tf.summary.scalar('learning_rate', rate), tf.summary.scalar('batch_wt_dice', wt_dice)]
-    return {'train_op': train_op, 'global_step': global_step, 'learning_rate': rate, 'loss': loss,
-            'batch_dice': wt_dice, 'progress': progress_input, 'train_seconds': train_seconds,
+    return {'train_op': train_op, 'global_step': global_step, 'trained_step': trained_step, 'learning_rate': rate,
+            'loss': loss, 'batch_dice': wt_dice, 'progress': progress_input, 'train_seconds': train_seconds,
             'set_train_seconds': (tf.assign(train_seconds, seconds_input), seconds_input),
+            'stop_vote': stop_vote, 'stop_votes': stop_votes,
             'summaries': tf.summary.merge(scalars + _image_summaries(images, labels, logits))}
 
 
@@ -239,24 +294,49 @@ class BestCheckpoint:
         return True
 
 
-class Trainer:
-    """Runs the training loop of one run directory."""
+class _NoSummaries:
+    """The FileWriter of a worker that is not the chief: writes nothing."""
 
-    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor, validation):
+    def add_summary(self, summary, step):
+        """Drop `summary`."""
+
+    def add_graph(self, graph):
+        """Drop `graph`."""
+
+    def flush(self):
+        """Nothing to flush."""
+
+
+class Trainer:
+    """Runs the training loop of one run directory.
+
+    Only the chief (the one process without TF_CONFIG, or worker 0) writes checkpoints,
+    summaries and validation; every worker resumes from the chief's latest checkpoint (CKPT must
+    be a folder they all see), and with several workers a stop signal to any of them stops all
+    of them after the same step.
+    """
+
+    def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor, validation, distribution=None,
+                 input_initializer=None):
         self.ckpt_dir = ckpt_dir
         self.graph = graph
         self.schedule = schedule
         self.predictor = predictor
-        self.val_patients = list(validation.patients)
+        self.is_chief = distribution is None or distribution.is_chief
+        self.collective_stop = distribution is not None and distribution.num_workers > 1
+        self.input_initializer = input_initializer
+        self.val_patients = list(validation.patients) if self.is_chief else []
         # Relative paths in CKPT/checkpoint keep a moved or copied run folder resumable.
         self.saver = tf.train.Saver(max_to_keep=schedule.keep_checkpoints, save_relative_paths=True)
         self.log = tqdm.write
         self.best = BestCheckpoint(ckpt_dir, validation, self.log) if self.val_patients else None
-        self.writer = tf.summary.FileWriter(log_dir)
+        self.writer = tf.summary.FileWriter(log_dir) if self.is_chief else _NoSummaries()
 
     def restore_or_initialize(self, session):
         """Resume from CKPT's latest checkpoint, or initialise; returns the global step."""
         session.run(tf.global_variables_initializer())
+        if self.input_initializer is not None:
+            session.run(self.input_initializer)
         latest = tf.train.latest_checkpoint(self.ckpt_dir)
         if latest:
             checkpoints.restore(session, latest, tf.global_variables())
@@ -272,12 +352,14 @@ class Trainer:
         return self._seconds_before + time.time() - self._run_started
 
     def save(self, session, step):
-        """Save CKPT/model.ckpt-<step> (with the training time so far)."""
+        """Save CKPT/model.ckpt-<step> (with the training time so far); the chief only."""
+        self._saved_step, self._saved_time = step, time.time()
+        if not self.is_chief:
+            return
         assign, seconds = self.graph['set_train_seconds']
         session.run(assign, {seconds: self.elapsed_seconds()})
         self.saver.save(session, os.path.join(self.ckpt_dir, checkpoints.CHECKPOINT_PREFIX),
                         global_step=step)
-        self._saved_step, self._saved_time = step, time.time()
 
     def _validate(self, session, step):
         scores = validate(session, self.predictor, self.val_patients)
@@ -294,15 +376,16 @@ class Trainer:
     def _is_due(step, every):
         return every > 0 and step % every == 0
 
-    def _train_step(self, session, step_before, batch_size, bar):
-        """One optimiser step (with summaries when due); returns the new global step."""
-        fetches = {'train_op': self.graph['train_op'], 'step': self.graph['global_step'],
-                   'loss': self.graph['loss']['total']}
-        if self._is_due(step_before + 1, self.schedule.summary_every_steps):
+    def _train_step(self, session, step_before, batch_size, bar, stop_vote):
+        """One optimiser step (with summaries when due); returns the new global step and the
+        number of workers that voted to stop at it."""
+        fetches = {'train_op': self.graph['train_op'], 'step': self.graph['trained_step'],
+                   'loss': self.graph['loss']['total'], 'stop_votes': self.graph['stop_votes']}
+        if self.is_chief and self._is_due(step_before + 1, self.schedule.summary_every_steps):
             fetches['summaries'] = self.graph['summaries']
         started = time.time()
         values = session.run(fetches, {self.graph['progress']: progress(
-            step_before, self.elapsed_seconds(), self.schedule)})
+            step_before, self.elapsed_seconds(), self.schedule), self.graph['stop_vote']: float(stop_vote)})
         step = int(values['step'])
         if not np.isfinite(values['loss']):
             raise TrainingError('loss is {} at step {}; stopped without saving it (last good '
@@ -312,7 +395,7 @@ class Trainer:
         bar.update(self._bar_position(step) - bar.n)
         bar.set_postfix(step=step, loss='{:.4f}'.format(values['loss']),
                         slices_per_s='{:.1f}'.format(batch_size / (time.time() - started)))
-        return step
+        return step, values['stop_votes']
 
     def _bar_position(self, step):
         """Where the progress bar stands: seconds of the time budget, or steps without one."""
@@ -339,20 +422,23 @@ class Trainer:
         self._saved_step, self._saved_time, self._validated_step = step, time.time(), None
         self.writer.add_graph(session.graph)
         budget = self.schedule.time_budget_seconds or math.inf
+        stopped_by_vote = False
         with StopRequest() as stop, self._progress_bar(step) as bar:
-            while (step < self.schedule.num_steps and stop.signal_number is None
-                   and self.elapsed_seconds() < budget):
-                step = self._train_step(session, step, batch_size, bar)
+            while (step < self.schedule.num_steps and not stopped_by_vote
+                   and (self.collective_stop or stop.signal_number is None) and self.elapsed_seconds() < budget):
+                step, votes = self._train_step(session, step, batch_size, bar, stop.signal_number is not None)
+                stopped_by_vote = votes > 0
                 self._save_if_due(session, step)
                 if self.best and self._is_due(step, self.schedule.validate_every_steps):
                     self._validate(session, step)
         if step > first_step:   # again at the end: the checkpoint keeps the final training time
             self.save(session, step)
-        if self.best and step > first_step and self._validated_step != step and stop.signal_number is None:
+        if self.best and step > first_step and self._validated_step != step and not stopped_by_vote \
+                and stop.signal_number is None:
             self._validate(session, step)
         self.writer.flush()
-        if stop.signal_number is not None:
-            raise TrainingStopped(stop.signal_number, step)
+        if stop.signal_number is not None or stopped_by_vote:
+            raise TrainingStopped(stop.signal_number or signal.SIGTERM, step)
         if step < self.schedule.num_steps:
             self.log('time budget of {:g} minutes used: saved step {} and stopped'.format(
                 self.schedule.time_budget_minutes, step))
@@ -367,26 +453,53 @@ def run_seed(seed, ckpt_dir):
     return int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0])
 
 
+def training_batch(shard_paths, sidecar, batch_size, augment_config, seed, distribution=None):
+    """(batch, initializer): the next global batch of the training pipeline, and the op that
+    starts its iterator (None for one device). Under a strategy, `batch` holds one batch of
+    batch_size / replicas slices per replica; each worker reads its own share of the shards."""
+    if distribution is None or distribution.strategy is None:
+        dataset = training_dataset(shard_paths, sidecar, batch_size, augment_config, seed)
+        return tf.data.make_one_shot_iterator(dataset).get_next(), None
+    replica_batch_size = distribution.replica_batch_size(batch_size)
+
+    def worker_dataset(context):
+        return training_dataset(shard_paths, sidecar, replica_batch_size, augment_config, seed,
+                                context.input_pipeline_id, context.num_input_pipelines)
+
+    iterator = distribution.strategy.make_input_fn_iterator(worker_dataset)
+    return iterator.get_next(), iterator.initializer
+
+
 def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-          batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0, bfloat16=False, seed=0):
+          batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0, bfloat16=False, seed=0,
+          distribution=None, sync_batch_norm=False, mixed_precision=False):
     """Build the graph and run training to schedule.num_steps; returns the final step.
 
     validation: a ValidationConfig (None: no validation); its patients are predicted every
       schedule.validate_every_steps and at the end, and the best checkpoint is kept.
     bfloat16: mixed-precision convolutions on the CPU (see model.predict.session_config).
     seed: a non-negative int fixing the initial weights and the slice stream (see run_seed).
+    distribution: a model.distribute.Distribution (None: one device); batch_size is the global batch.
+    sync_batch_norm: batch statistics over the global batch (see model.layers.training_replica).
+    mixed_precision: float16 on GPUs with dynamic loss scaling (TensorFlow's graph rewrite).
     """
     stream_seed = run_seed(seed, ckpt_dir)
     validation = validation or ValidationConfig()
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), tf.device(distribution.worker_device if distribution else None):
         tf.set_random_seed(stream_seed)
-        batch = tf.data.make_one_shot_iterator(
-            training_dataset(shard_paths, sidecar, batch_size, augment_config, stream_seed)).get_next()
-        graph = build_training_graph(batch, network_config, loss_config, schedule)
+        batch, input_initializer = training_batch(shard_paths, sidecar, batch_size, augment_config, stream_seed,
+                                                  distribution)
+        graph = build_training_graph(batch, network_config, loss_config, schedule, distribution, sync_batch_norm,
+                                     mixed_precision)
         predictor = Predictor(network_config, batch_size=batch_size, tta=validation.tta,
                               decoding=validation.decoding, tumour_threshold=validation.tumour_threshold,
                               min_component_fraction=validation.min_component_fraction,
                               normalization=sidecar['normalization'])
-        trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, validation)
-        with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
+        trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, validation, distribution,
+                          input_initializer)
+        config = session_config(gpu_memory_fraction, bfloat16)
+        target = ''
+        if distribution is not None:
+            config, target = distribution.session_config(config), distribution.session_target
+        with tf.Session(target, config=config) as session:
             return trainer.run(session, batch_size)

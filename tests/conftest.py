@@ -11,6 +11,29 @@ BRATS2015_SAMPLE = os.path.join(SHARED_DATA, 'brats2015_sample')
 BRATS2018_SAMPLE = os.path.join(SHARED_DATA, 'brats2018_sample')
 
 
+TRAIN_SHAPE = (24, 96, 96)
+
+
+@pytest.fixture(scope='session')
+def data(tmp_path_factory):
+    """Records of 4 tiny phantom training patients, and a validation list of a fifth."""
+    import create_pascal_tf_record
+    from model import phantom
+    from model.brats import find_patients
+    from model.lists import write_patient_list
+    root = str(tmp_path_factory.mktemp('train'))
+    phantom.generate_dataset(os.path.join(root, 'phantom'), num_hgg=3, num_lgg=2, num_test=0,
+                             shape=TRAIN_SHAPE, progress=False)
+    patients = find_patients([os.path.join(root, 'phantom')])
+    lists = {'train': os.path.join(root, 'train.txt'), 'val': os.path.join(root, 'val.txt')}
+    write_patient_list(patients[:4], lists['train'])
+    write_patient_list(patients[4:], lists['val'])
+    records = os.path.join(root, 'records')
+    assert create_pascal_tf_record.main(['--list', lists['train'], '--output-dir', records,
+                                         '--workers', '1']) == 0
+    return dict(root=root, records=os.path.join(records, 'train-*'), **lists)
+
+
 def _require(path):
     if not os.path.isdir(path):
         pytest.skip('real BRATS sample not found at {} (../shared/data is absent)'.format(path))

@@ -17,37 +17,18 @@ tf.disable_v2_behavior()
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Inference  # noqa: E402
 import Train  # noqa: E402
-from model import checkpoints, phantom, training  # noqa: E402
-from model.brats import find_patients  # noqa: E402
+from model import checkpoints, training  # noqa: E402
 from model.cpu import cpu_has_bfloat16  # noqa: E402
 from model.dcr import NetworkConfig, build_network  # noqa: E402
 from model.errors import InputError  # noqa: E402
-from model.lists import write_patient_list  # noqa: E402
 from model.predict import restored_predictor  # noqa: E402
 from model.records import resolve_records  # noqa: E402
 
-SHAPE = (24, 96, 96)
 NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
 EXPECTED_CONFIG = NetworkConfig(dcr_type='C', dilations=(6, 3, 2, 1), width=0.125, refine_filters=8)
 TINY_RUN = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',
             '--save-every-steps', '1', '--summary-every-steps', '1',
             '--validate-every-steps', '100'] + NETWORK
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    """Records of 4 tiny phantom training patients, and a validation list of a fifth."""
-    root = str(tmp_path_factory.mktemp('train'))
-    phantom.generate_dataset(os.path.join(root, 'phantom'), num_hgg=3, num_lgg=2, num_test=0,
-                             shape=SHAPE, progress=False)
-    patients = find_patients([os.path.join(root, 'phantom')])
-    lists = {'train': os.path.join(root, 'train.txt'), 'val': os.path.join(root, 'val.txt')}
-    write_patient_list(patients[:4], lists['train'])
-    write_patient_list(patients[4:], lists['val'])
-    records = os.path.join(root, 'records')
-    assert create_pascal_tf_record.main(['--list', lists['train'], '--output-dir', records,
-                                         '--workers', '1']) == 0
-    return dict(root=root, records=os.path.join(records, 'train-*'), **lists)
 
 
 def train(data, ckpt_dir, *extra, val_list=''):

@@ -102,7 +102,7 @@ def _measuring_train(mode, steps, warmup, report):
     """A stand-in for model.training.train with the same signature, that times steps."""
     def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
                         batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0,
-                        bfloat16=False, seed=0):
+                        bfloat16=False, seed=0, distribution=None, sync_batch_norm=False, mixed_precision=False):
         import numpy as np
         import tensorflow.compat.v1 as tf
         from model.input import training_dataset
@@ -121,7 +121,8 @@ def _measuring_train(mode, steps, warmup, report):
         started = time.perf_counter()
         with tf.Graph().as_default():
             batch = (tf.constant(images), tf.constant(labels)) if mode == 'constant' else pipeline_batch()
-            graph = build_training_graph(batch, network_config, loss_config, schedule)
+            graph = build_training_graph(batch, network_config, loss_config, schedule, distribution, sync_batch_norm,
+                                         mixed_precision)
             fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
             fetches['loss'] = graph['loss']['total']
             with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:

@@ -6,11 +6,17 @@ with Inference.py's defaults (stated explicitly, so a row does not move when the
 row's results.json is kept as experiments/results/study-<row>.json; the table in docs/accuracy.md,
 image/dcr_study.png and README.md's claims section are rendered from those files only.
 
-    python experiments/dcr_study.py run dcr-A      # ~90 min a row on 2 cores; resumable
+A row takes two hours or more on 2 cores. Until it is complete, each of its finished folds is kept
+as experiments/results/study-<row>-folds/fold<k>.json (commit them): a later run, on this machine
+or another, restores them and trains only the folds still missing; an interrupted fold resumes
+from its checkpoint where experiments/runs/ still holds it.
+
+    python experiments/dcr_study.py run dcr-A      # resumable, fold by fold
     python experiments/dcr_study.py run --all      # every row without results, in order
     python experiments/dcr_study.py render         # tables, figure and README section
 """
 import collections
+import glob
 import json
 import os
 import shlex
@@ -76,9 +82,46 @@ def results_path(row, results_dir=RESULTS_DIR):
     return os.path.join(results_dir, 'study-{}.json'.format(row.name))
 
 
+def work_dir(row, runs_dir=RUNS_DIR):
+    """The cross-validation work folder of a row."""
+    return os.path.join(runs_dir, 'study-' + row.name)
+
+
+def kept_folds_dir(row, results_dir=RESULTS_DIR):
+    """Where the finished folds of a row that is not complete are kept."""
+    return os.path.join(results_dir, 'study-{}-folds'.format(row.name))
+
+
+def keep_finished_folds(row, runs_dir=RUNS_DIR, results_dir=RESULTS_DIR):
+    """Copy the summary of each finished fold of a row's work folder to kept_folds_dir; returns
+    how many folds are kept."""
+    kept = kept_folds_dir(row, results_dir)
+    finished = sorted(glob.glob(os.path.join(work_dir(row, runs_dir), 'fold*', 'summary.json')))
+    for summary in finished:
+        os.makedirs(kept, exist_ok=True)
+        with atomic_output(os.path.join(kept, os.path.basename(os.path.dirname(summary)) + '.json')) as temporary:
+            shutil.copyfile(summary, temporary)
+    return len(glob.glob(os.path.join(kept, 'fold*.json')))
+
+
+def restore_kept_folds(row, runs_dir=RUNS_DIR, results_dir=RESULTS_DIR):
+    """Put the kept fold summaries of a row into its work folder, where cross-validation skips
+    their folds; returns the names of the folds restored."""
+    restored = []
+    for kept in sorted(glob.glob(os.path.join(kept_folds_dir(row, results_dir), 'fold*.json'))):
+        fold = os.path.splitext(os.path.basename(kept))[0]
+        summary = os.path.join(work_dir(row, runs_dir), fold, 'summary.json')
+        if not os.path.exists(summary):
+            os.makedirs(os.path.dirname(summary), exist_ok=True)
+            with atomic_output(summary) as temporary:
+                shutil.copyfile(kept, temporary)
+            restored.append(fold)
+    return restored
+
+
 def cross_validation_argv(row, num_steps=NUM_STEPS):
     """experiments/cross_validation.py arguments of a row."""
-    argv = ['--work-dir', os.path.join(RUNS_DIR, 'study-' + row.name), '--num-steps', str(num_steps),
+    argv = ['--work-dir', work_dir(row), '--num-steps', str(num_steps),
             '--inference-flags=' + INFERENCE_FLAGS]
     if row.train_flags:
         argv.append('--train-flags=' + row.train_flags)
@@ -86,13 +129,21 @@ def cross_validation_argv(row, num_steps=NUM_STEPS):
 
 
 def run(row):
-    """Run a row's cross-validation (resumable) and keep its results document."""
-    code = cross_validation.main(cross_validation_argv(row))
+    """Run a row's cross-validation, skipping the folds kept from earlier runs; keep its results
+    document when it is complete, else its finished folds (also when interrupted)."""
+    restored = restore_kept_folds(row)
+    if restored:
+        print('{}: {} kept from an earlier run'.format(row.name, ', '.join(restored)))
+    try:
+        code = cross_validation.main(cross_validation_argv(row))
+    finally:
+        print('{}: {} finished folds kept in {}'.format(row.name, keep_finished_folds(row), kept_folds_dir(row)))
     if code:
         raise SystemExit(code)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with atomic_output(results_path(row)) as temporary:
-        shutil.copyfile(os.path.join(RUNS_DIR, 'study-' + row.name, 'results.json'), temporary)
+        shutil.copyfile(os.path.join(work_dir(row), 'results.json'), temporary)
+    shutil.rmtree(kept_folds_dir(row))   # results.json holds every fold
 
 
 def load_results(results_dir=RESULTS_DIR):

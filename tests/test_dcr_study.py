@@ -85,6 +85,26 @@ def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
     assert os.path.getsize(figure) > 0
 
 
+def test_finished_folds_are_kept_and_restored_where_cross_validation_skips_them(tmp_path):
+    row = dcr_study.row_named('dcr-none')
+    first_runs, results_dir = str(tmp_path / 'runs'), str(tmp_path / 'results')
+    summaries = results(lambda fold, index: 0.8)['folds']
+    for summary in summaries[:2]:   # folds 0 and 1 finished; fold 2 was interrupted
+        fold_dir = os.path.join(dcr_study.work_dir(row, first_runs), 'fold{}'.format(summary['fold']))
+        os.makedirs(os.path.join(fold_dir, 'checkpoints'))
+        with open(os.path.join(fold_dir, 'summary.json'), 'w') as stream:
+            json.dump(summary, stream)
+    os.makedirs(os.path.join(dcr_study.work_dir(row, first_runs), 'fold2', 'checkpoints'))
+    assert dcr_study.keep_finished_folds(row, first_runs, results_dir) == 2
+    assert sorted(os.listdir(dcr_study.kept_folds_dir(row, results_dir))) == ['fold0.json', 'fold1.json']
+    other_machine = str(tmp_path / 'elsewhere')
+    assert dcr_study.restore_kept_folds(row, other_machine, results_dir) == ['fold0', 'fold1']
+    with open(os.path.join(dcr_study.work_dir(row, other_machine), 'fold1', 'summary.json')) as stream:
+        assert json.load(stream) == summaries[1]
+    assert not os.path.exists(os.path.join(dcr_study.work_dir(row, other_machine), 'fold2'))
+    assert dcr_study.restore_kept_folds(row, other_machine, results_dir) == []   # present already
+
+
 def test_the_committed_sections_are_the_rendering_of_the_committed_results():
     rendered = dcr_study.study_table(dcr_study.load_results())
     with open(dcr_study.REPORT) as stream:

@@ -138,11 +138,10 @@ class Distribution:
     def _multi_worker_strategy(self, devices, cluster):
         from tensorflow.python.distribute.cluster_resolver import SimpleClusterResolver
         spec = tf.train.ClusterSpec({'worker': list(cluster.workers)})
-        gpus = len(tf.config.list_physical_devices('GPU'))
-        if devices > 1 and not gpus:
+        if devices > 1 and not has_gpu():
             raise InputError('--devices {} with {}: several devices per worker need GPUs; on CPUs run one '
                              'worker per machine with --devices 1'.format(devices, TF_CONFIG))
-        gpus = len(local_devices(devices)) if gpus else 0
+        gpus = len(local_devices(devices)) if has_gpu() else 0
         resolver = SimpleClusterResolver(spec, task_type='worker', task_id=cluster.task_index,
                                          num_accelerators={'GPU': gpus} if gpus else None, rpc_layer='grpc')
         strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy(cluster_resolver=resolver)

@@ -16,6 +16,7 @@ Under a tf.distribute strategy each replica builds its copy of the network insid
 batch statistics across replicas.
 """
 import contextlib
+import dataclasses
 import functools
 import threading
 import zlib
@@ -34,7 +35,14 @@ def _register_for_weight_decay(kernel):
         collection.append(kernel)
 
 
-_replica = threading.local()   # the training_replica of the calling thread (replicas run in threads)
+@dataclasses.dataclass
+class _Replica:
+    """What the network of one replica records while it is built."""
+    sync_batch_norm: bool
+    batch_norm_updates: list
+
+
+_replica = threading.local()   # the _Replica of the calling thread (replicas are built in threads)
 
 
 @contextlib.contextmanager
@@ -43,24 +51,24 @@ def training_replica(sync_batch_norm=False):
     tf.GraphKeys.UPDATE_OPS). With `sync_batch_norm`, training-mode batch norms normalise with the
     mean and variance over every replica's batch (all-reduced, gradients too), so N replicas of a
     batch B/N compute what one device computes for B."""
-    previous = getattr(_replica, 'state', None)
-    _replica.state = (sync_batch_norm, [])
+    previous = getattr(_replica, 'current', None)
+    _replica.current = _Replica(sync_batch_norm, [])
     try:
-        yield _replica.state[1]
+        yield _replica.current.batch_norm_updates
     finally:
-        _replica.state = previous
+        _replica.current = previous
+
+
+def _current_replica():
+    """The _Replica being built in this thread, or None outside training_replica."""
+    return getattr(_replica, 'current', None)
 
 
 def _record_update(update):
     tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
-    state = getattr(_replica, 'state', None)
-    if state is not None:
-        state[1].append(update)
-
-
-def _synchronizing():
-    state = getattr(_replica, 'state', None)
-    return bool(state and state[0])
+    replica = _current_replica()
+    if replica is not None:
+        replica.batch_norm_updates.append(update)
 
 
 def synchronized_batch_norm(x, gamma, beta, epsilon):
@@ -201,7 +209,8 @@ def batch_norm(x, is_training, name='bn', decay=0.99, epsilon=1e-5):
                                              variance=moving_variance, epsilon=epsilon,
                                              is_training=False)
             return y
-        if _synchronizing():
+        replica = _current_replica()
+        if replica is not None and replica.sync_batch_norm:
             y, batch_mean, batch_variance = synchronized_batch_norm(x, gamma, beta, epsilon)
         else:
             y, batch_mean, batch_variance = tf.nn.fused_batch_norm(

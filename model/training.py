@@ -24,7 +24,7 @@ from model import checkpoints, layers
 from model.atomic import atomic_output
 from model.brats import load_patient
 from model.dcr import build_network
-from model.distribute import all_reduced_sum
+from model.distribute import Distribution, all_reduced_sum
 from model.errors import InputError
 from model.input import training_dataset
 from model.labels import REGION_NAMES, region_mask
@@ -322,8 +322,9 @@ class Trainer:
         self.graph = graph
         self.schedule = schedule
         self.predictor = predictor
-        self.is_chief = distribution is None or distribution.is_chief
-        self.collective_stop = distribution is not None and distribution.num_workers > 1
+        distribution = distribution or Distribution()
+        self.is_chief = distribution.is_chief
+        self.collective_stop = distribution.num_workers > 1
         self.input_initializer = input_initializer
         self.val_patients = list(validation.patients) if self.is_chief else []
         # Relative paths in CKPT/checkpoint keep a moved or copied run folder resumable.
@@ -470,6 +471,13 @@ def training_batch(shard_paths, sidecar, batch_size, augment_config, seed, distr
     return iterator.get_next(), iterator.initializer
 
 
+def training_session(distribution, gpu_memory_fraction=0.0, bfloat16=False):
+    """A Session for a training graph: model.predict.session_config with what `distribution`
+    needs of it, connected to the distribution's server (in-process without one)."""
+    config = distribution.session_config(session_config(gpu_memory_fraction, bfloat16))
+    return tf.Session(distribution.session_target, config=config)
+
+
 def train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
           batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0, bfloat16=False, seed=0,
           distribution=None, sync_batch_norm=False, mixed_precision=False):
@@ -485,7 +493,8 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
     """
     stream_seed = run_seed(seed, ckpt_dir)
     validation = validation or ValidationConfig()
-    with tf.Graph().as_default(), tf.device(distribution.worker_device if distribution else None):
+    distribution = distribution or Distribution()
+    with tf.Graph().as_default(), tf.device(distribution.worker_device):
         tf.set_random_seed(stream_seed)
         batch, input_initializer = training_batch(shard_paths, sidecar, batch_size, augment_config, stream_seed,
                                                   distribution)
@@ -497,9 +506,5 @@ def train(shard_paths, sidecar, network_config, augment_config, loss_config, sch
                               normalization=sidecar['normalization'])
         trainer = Trainer(ckpt_dir, log_dir, graph, schedule, predictor, validation, distribution,
                           input_initializer)
-        config = session_config(gpu_memory_fraction, bfloat16)
-        target = ''
-        if distribution is not None:
-            config, target = distribution.session_config(config), distribution.session_target
-        with tf.Session(target, config=config) as session:
+        with training_session(distribution, gpu_memory_fraction, bfloat16) as session:
             return trainer.run(session, batch_size)

@@ -35,9 +35,10 @@ def median(values):
     return float(statistics.median(values))
 
 
-def child_env():
-    """The environment of child processes: the project importable, TF's C++ chatter off."""
-    env = dict(os.environ)
+def child_env(extra=None):
+    """The environment of child processes: the project importable, TF's C++ chatter off, and the
+    `extra` variables (a dict)."""
+    env = dict(os.environ, **(extra or {}))
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     env['PYTHONPATH'] = ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
     return env
@@ -58,7 +59,7 @@ def _tail(path, lines=15):
     return '\n'.join('    ' + line for line in kept)
 
 
-def run_measured(command, log_stem, cpus=None):
+def run_measured(command, log_stem, cpus=None, env=None):
     """Run `command` in the project root as a child process and measure it.
 
     Waits with os.wait4, so the resource usage is this child's own (with its own reaped
@@ -68,6 +69,7 @@ def run_measured(command, log_stem, cpus=None):
       command: argv list.
       log_stem: path prefix; stdout and stderr go to <log_stem>.out / .err.
       cpus: optional CPU ids to pin the child to (sched_setaffinity before exec).
+      env: optional dict of environment variables for the child, beside child_env's.
     Returns:
       dict wall_s, user_s, sys_s, cpu_s, peak_rss_mib.
     Raises:
@@ -77,7 +79,7 @@ def run_measured(command, log_stem, cpus=None):
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with open(log_stem + '.out', 'w') as out, open(log_stem + '.err', 'w') as err:
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=err, preexec_fn=preexec)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
@@ -91,13 +93,36 @@ def run_measured(command, log_stem, cpus=None):
             'peak_rss_mib': usage.ru_maxrss / 1024.0}   # ru_maxrss is in KiB on Linux
 
 
-def run_child(module, args, log_stem, cpus=None):
+def _child_command(module, args, result_path):
+    return [PYTHON, '-m', 'bench.' + module] + list(args) + ['--result', result_path]
+
+
+def run_child(module, args, log_stem, cpus=None, env=None):
     """Run `python -m bench.<module> --child ...` measured; returns (measurement, its result dict)."""
     result_path = log_stem + '.json'
-    measured = run_measured([PYTHON, '-m', 'bench.' + module] + list(args) + ['--result', result_path],
-                            log_stem, cpus)
+    measured = run_measured(_child_command(module, args, result_path), log_stem, cpus, env)
     with open(result_path) as stream:
         return measured, json.load(stream)
+
+
+@contextlib.contextmanager
+def background_child(module, args, log_stem, env=None, timeout_s=600):
+    """Run `python -m bench.<module> --child ...` unmeasured beside the body of the with block
+    (another worker of a cluster, say); after it, wait for the child and raise BenchError if it failed."""
+    os.makedirs(os.path.dirname(log_stem), exist_ok=True)
+    with open(log_stem + '.out', 'w') as out, open(log_stem + '.err', 'w') as err:
+        process = subprocess.Popen(_child_command(module, args, log_stem + '.json'), cwd=ROOT, env=child_env(env),
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            yield process
+            code = process.wait(timeout_s)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if code != 0:
+        raise BenchError('background child bench.{} exited with {}; end of its stderr ({}.err):\n{}'.format(
+            module, code, log_stem, _tail(log_stem + '.err')))
 
 
 def write_json(path, document):

@@ -12,6 +12,12 @@ replaced by `_measuring_train`, which builds the graph as `train` does:
       show whether the input can keep up and what it costs
   (d) bfloat16: as (a) with Train.py --bfloat16 on (oneDNN mixed precision), where the CPU
       has native bfloat16
+  (e) devices-2: as (a) with Train.py --devices 2 (MirroredStrategy over 2 logical CPU devices
+      here), the same global batch split over the replicas
+  (f) workers-2: as (a) in a 2-worker TF_CONFIG cluster on localhost ports
+      (MultiWorkerMirroredStrategy; the second worker is a second child beside the timed chief)
+
+(e) and (f) cannot be faster on one machine's cores; they measure what the strategies cost.
 
 and runs the loop's fetches (train op, global step, batch Dice, loss) in a Session with
 model.predict.session_config, like Trainer.run, without checkpoints or summaries. The first
@@ -19,19 +25,23 @@ steps (shuffle-buffer fill, graph optimisation) are warm-up and not timed. The p
 that of the whole pipeline child process (os.wait4).
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 
-from bench.common import ROOT, median, row, run_child
+from bench.common import ROOT, background_child, median, row, run_child
 from model.cpu import cpu_has_bfloat16
+from model.distribute import localhost_tf_configs
 
 BATCH_SIZE = 8
 NETWORK_FLAGS = ['--batch-size', str(BATCH_SIZE), '--dcr-type', 'A', '--width', '1.0']
 STEPS, QUICK_STEPS = 20, 3
 WARMUP_STEPS, QUICK_WARMUP_STEPS = 3, 1
-MODES = ('pipeline', 'constant', 'input', 'bfloat16')   # input: the pipeline alone, no network
+MODES = ('pipeline', 'constant', 'input', 'bfloat16', 'devices-2', 'workers-2')   # input: no network
+MODE_FLAGS = {'bfloat16': ['--bfloat16', 'on'], 'devices-2': ['--devices', '2']}   # Train.py's, beside NETWORK_FLAGS
+WORKERS = 2                                 # processes of the workers-2 cluster
 INPUT_BATCHES_PER_STEP = 3                  # the input-only run times this many batches per step
 TARGET_RATIO = 0.9
 TARGET_PEAK_RSS_GIB = 4.0
@@ -43,11 +53,8 @@ def run(work, quick=False):
     warmup = QUICK_WARMUP_STEPS if quick else WARMUP_STEPS
     records = work.records()
     result = {'batch_size': BATCH_SIZE, 'steps': steps, 'warmup_steps': warmup}
-    for mode in MODES if cpu_has_bfloat16() else MODES[:-1]:
-        measured, child = run_child(
-            'training', ['--child', mode, '--records', records, '--steps', str(steps),
-                         '--warmup', str(warmup), '--ckpt-dir', work.folder('training', mode)],
-            work.path('logs', 'training', mode))
+    for mode in (mode for mode in MODES if mode != 'bfloat16' or cpu_has_bfloat16()):
+        measured, child = _run_mode(work, mode, records, steps, warmup)
         step_times = child['step_times_s']
         if mode == 'input':
             result.update({'input_only_slices_per_s': BATCH_SIZE * len(step_times) / sum(step_times),
@@ -66,10 +73,28 @@ def run(work, quick=False):
         })
         result['network'] = child['network']
         result['augment'] = child['augment']
+    for mode in ('devices-2', 'workers-2'):
+        result['ratio_{}_to_pipeline'.format(mode)] = result[mode + '_slices_per_s'] / result['pipeline_slices_per_s']
     result['ratio_pipeline_to_constant'] = result['pipeline_slices_per_s'] / result['constant_slices_per_s']
     if 'bfloat16_slices_per_s' in result:
         result['speedup_bfloat16'] = result['bfloat16_slices_per_s'] / result['pipeline_slices_per_s']
     return result
+
+
+def _run_mode(work, mode, records, steps, warmup):
+    """(measurement, report) of the child process of `mode`; for workers-2, of the chief, with the
+    other workers running beside it."""
+    args = ['--child', mode, '--records', records, '--steps', str(steps), '--warmup', str(warmup),
+            '--ckpt-dir', work.folder('training', mode)]
+    log = work.path('logs', 'training', mode)
+    if mode != 'workers-2':
+        return run_child('training', args, log)
+    chief, *others = localhost_tf_configs(WORKERS)
+    with contextlib.ExitStack() as workers:
+        for index, tf_config in enumerate(others, 1):
+            workers.enter_context(background_child('training', args, '{}-worker{}'.format(log, index),
+                                                   {'TF_CONFIG': tf_config}))
+        return run_child('training', args, log, env={'TF_CONFIG': chief})
 
 
 def rows(result):
@@ -88,6 +113,14 @@ def rows(result):
         row('input pipeline alone, no network ({} batches)'.format(result['input_only_batches']),
             result['input_only_slices_per_s'], 'slices/s', digits=1),
     ]
+    table += [row('Train.py --devices 2 (2 logical CPU devices), real pipeline ({})'.format(timed),
+                  result['devices-2_slices_per_s'], 'slices/s'),
+              row('{} local workers (TF_CONFIG, localhost), real pipeline ({})'.format(WORKERS, timed),
+                  result['workers-2_slices_per_s'], 'slices/s'),
+              row('ratio --devices 2 / one device (the cost of MirroredStrategy here)',
+                  result['ratio_devices-2_to_pipeline'], ''),
+              row('ratio {} workers / one (the cost of MultiWorkerMirroredStrategy here)'.format(WORKERS),
+                  result['ratio_workers-2_to_pipeline'], '')]
     if 'speedup_bfloat16' in result:
         table += [row('Train.py --bfloat16 on, real pipeline ({})'.format(timed), result['bfloat16_slices_per_s'],
                       'slices/s'),
@@ -105,13 +138,11 @@ def _measuring_train(mode, steps, warmup, report):
                         bfloat16=False, seed=0, distribution=None, sync_batch_norm=False, mixed_precision=False):
         import numpy as np
         import tensorflow.compat.v1 as tf
-        from model.input import training_dataset
         from model.predict import session_config
-        from model.training import build_training_graph
+        from model.training import build_training_graph, training_batch, training_session
 
         def pipeline_batch():
-            return tf.data.make_one_shot_iterator(
-                training_dataset(shard_paths, sidecar, batch_size, augment_config, seed)).get_next()
+            return training_batch(shard_paths, sidecar, batch_size, augment_config, seed)[0]
 
         if mode == 'input':
             return _time_input(pipeline_batch, session_config(gpu_memory_fraction), sidecar, report)
@@ -119,14 +150,20 @@ def _measuring_train(mode, steps, warmup, report):
             with tf.Graph().as_default(), tf.Session(config=session_config(gpu_memory_fraction)) as session:
                 images, labels = session.run(pipeline_batch())
         started = time.perf_counter()
-        with tf.Graph().as_default():
-            batch = (tf.constant(images), tf.constant(labels)) if mode == 'constant' else pipeline_batch()
+        with tf.Graph().as_default(), tf.device(distribution.worker_device):
+            if mode == 'constant':
+                batch, input_initializer = (tf.constant(images), tf.constant(labels)), None
+            else:
+                batch, input_initializer = training_batch(shard_paths, sidecar, batch_size, augment_config, seed,
+                                                          distribution)
             graph = build_training_graph(batch, network_config, loss_config, schedule, distribution, sync_batch_norm,
                                          mixed_precision)
             fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
             fetches['loss'] = graph['loss']['total']
-            with tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
+            with training_session(distribution, gpu_memory_fraction, bfloat16) as session:
                 session.run(tf.global_variables_initializer())
+                if input_initializer is not None:
+                    session.run(input_initializer)
                 report['graph_build_s'] = time.perf_counter() - started
                 times, losses = [], []
                 for _ in range(warmup + steps):
@@ -139,7 +176,8 @@ def _measuring_train(mode, steps, warmup, report):
         report.update({'warmup_times_s': times[:warmup], 'step_times_s': times[warmup:],
                        'losses': losses, 'global_step': int(values['global_step']),
                        'network': network_config.to_dict(), 'augment': vars(augment_config),
-                       'batch_size': batch_size, 'slices_in_records': sidecar['num_examples']})
+                       'batch_size': batch_size, 'slices_in_records': sidecar['num_examples'],
+                       'distribution': distribution.describe()})
         return int(values['global_step'])
     return measuring_train
 
@@ -174,8 +212,8 @@ def child_main(argv):
     report = {'mode': args.child, 'steps': args.steps, 'warmup': args.warmup}
     Train.train = _measuring_train(args.child, args.steps, args.warmup, report)
     code = Train.main(['--train-records', args.records, '--val-list', '', '--ckpt-dir', args.ckpt_dir,
-                       '--num-steps', str(args.warmup + args.steps), '--bfloat16', str(args.child == 'bfloat16')]
-                      + NETWORK_FLAGS)
+                       '--num-steps', str(args.warmup + args.steps)]
+                      + NETWORK_FLAGS + MODE_FLAGS.get(args.child, []))
     if code:
         return code
     with open(args.result, 'w') as stream:

@@ -12,6 +12,7 @@ graph under its strategy, one copy per replica, with the gradients all-reduced.
 import dataclasses
 import json
 import os
+import socket
 
 import tensorflow.compat.v1 as tf
 
@@ -60,6 +61,19 @@ def parse_tf_config(text):
         raise InputError('{}: "task" must be {{"type": "worker", "index": i}} with 0 <= i < {}, not {}'.format(
             TF_CONFIG, len(workers), json.dumps(task)))
     return Cluster(tuple(workers), index)
+
+
+def localhost_tf_configs(num_workers):
+    """TF_CONFIG values of a cluster of `num_workers` workers on this machine, one per worker index,
+    on ports that were free a moment ago (to try a cluster, or measure its overhead, on one machine)."""
+    sockets = [socket.socket() for _ in range(num_workers)]
+    for held in sockets:
+        held.bind(('localhost', 0))
+    workers = ['localhost:{}'.format(held.getsockname()[1]) for held in sockets]
+    for held in sockets:
+        held.close()
+    return [json.dumps({'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}})
+            for index in range(num_workers)]
 
 
 def cluster_from_environment():

@@ -6,7 +6,6 @@ TensorFlow's runtime starts, which it has in this test process."""
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from model.distribute import Cluster, parse_tf_config
+from model.distribute import Cluster, localhost_tf_configs, parse_tf_config
 from model.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,26 +88,13 @@ def test_the_devices_are_recorded_and_a_checkpoint_moves_to_one_device(data, thr
     assert tf.train.latest_checkpoint(str(three_step_runs['sync'])).endswith('model.ckpt-4')
 
 
-def free_ports(count):
-    """`count` localhost ports that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    for held in sockets:
-        held.bind(('localhost', 0))
-    ports = [held.getsockname()[1] for held in sockets]
-    for held in sockets:
-        held.close()
-    return ports
-
-
 def run_cluster(data, ckpt_dir, steps):
     """Train.py as 2 workers of a TF_CONFIG cluster on localhost; returns their CompletedProcesses."""
-    workers = ['localhost:{}'.format(port) for port in free_ports(2)]
     command = [sys.executable, 'Train.py', '--train-records', data['records'], '--ckpt-dir', str(ckpt_dir),
                '--num-steps', str(steps)] + RUN
     processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=dict(os.environ, TF_CONFIG=json.dumps(
-                                      {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}})))
-                 for index in range(2)]
+                                  env=dict(os.environ, TF_CONFIG=tf_config))
+                 for tf_config in localhost_tf_configs(2)]
     outputs = [process.communicate(timeout=600) for process in processes]
     return [(process.returncode, out, err) for process, (out, err) in zip(processes, outputs)]
 
@@ -154,6 +140,13 @@ def test_tf_config_is_parsed_and_checked():
                 json.dumps({'cluster': {'worker': []}, 'task': {'type': 'worker', 'index': 0}})):
         with pytest.raises(InputError, match='TF_CONFIG'):
             parse_tf_config(bad)
+
+
+def test_a_localhost_cluster_gives_each_worker_its_index_and_distinct_ports():
+    clusters = [parse_tf_config(text) for text in localhost_tf_configs(3)]
+    assert [cluster.task_index for cluster in clusters] == [0, 1, 2]
+    assert len({cluster.workers for cluster in clusters}) == 1 and len(set(clusters[0].workers)) == 3
+    assert [cluster.is_chief for cluster in clusters] == [True, False, False]
 
 
 def shard_slices(data, worker, num_workers, paths=None):

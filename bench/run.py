@@ -40,7 +40,8 @@ BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': infer
 README = os.path.join(ROOT, 'README.md')
 PERFORMANCE = os.path.join(ROOT, 'docs', 'performance.md')
 # Rows without a target that the README shows too (by the start of their metric), per benchmark.
-README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline'),
+README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline', 'ratio --devices 2',
+                            'ratio 2 workers'),
                'inference': ('same with --tta none',)}
 
 
@@ -56,6 +57,8 @@ def parse_args(argv):
     parser.add_argument('--output', default=None,
                         help='results JSON (default bench/results.json, or bench/results-quick.json '
                              'with --quick)')
+    parser.add_argument('--render', action='store_true',
+                        help='run nothing: rewrite the README and docs/performance.md sections from bench/results.json')
     parser.add_argument('--keep-work-dir', action='store_true',
                         help='keep the temporary work folder (logs of every child process)')
     args = parser.parse_args(argv)
@@ -112,8 +115,9 @@ def table_section(document, entries, footer):
     lines += ['']
     for name, result in document['benchmarks'].items():
         facts = result.get('machine', document['machine'])
-        lines.append('- {}: {}, {} logical cores, TensorFlow {}, {}'.format(
-            name, facts['cpu_model'], facts['logical_cores'], facts['tensorflow'], result.get('timestamp', document['timestamp'])))
+        lines.append('- {}: {} ({}), {} logical cores, TensorFlow {}, {}'.format(
+            name, facts['cpu_model'], ', '.join(facts.get('cpu_vector_extensions') or ['no AVX2']),
+            facts['logical_cores'], facts['tensorflow'], result.get('timestamp', document['timestamp'])))
     return '\n'.join(lines + ['', footer])
 
 
@@ -138,8 +142,19 @@ def full_section(document):
                          'by `make bench`.')
 
 
+def render_sections(document):
+    """Rewrite the performance sections of README.md and docs/performance.md from `document`."""
+    replace_sections(README, {'performance': readme_section(document)})
+    replace_sections(PERFORMANCE, {'performance': full_section(document)})
+    print('README.md and docs/performance.md performance sections rewritten')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.render:
+        with open(os.path.join(BENCH_DIR, 'results.json')) as stream:
+            render_sections(json.load(stream))
+        return 0
     if not common.machine()['tensorflow']:
         print('bench/run.py: error: TensorFlow is not installed for {}; run it with the project '
               'venv (.venv/bin/python bench/run.py or make bench)'.format(sys.executable),
@@ -206,9 +221,7 @@ def main(argv=None):
     common.write_json(args.output, document)
     print('results written to {}'.format(os.path.relpath(args.output)))
     if not args.quick and not failed and os.path.abspath(args.output) == os.path.join(BENCH_DIR, 'results.json'):
-        replace_sections(README, {'performance': readme_section(document)})
-        replace_sections(PERFORMANCE, {'performance': full_section(document)})
-        print('README.md and docs/performance.md performance sections rewritten')
+        render_sections(document)
     return 1 if failed else 0
 
 

@@ -125,6 +125,8 @@ def rows(result):
         table += [row('Train.py --bfloat16 on, real pipeline ({})'.format(timed), result['bfloat16_slices_per_s'],
                       'slices/s'),
                   row('speed-up bfloat16 / float32, real pipeline', result['speedup_bfloat16'], 'x')]
+    else:
+        table.append(row('Train.py --bfloat16 on, real pipeline', 'not measured: this CPU has no native bfloat16'))
     return table
 
 

@@ -108,6 +108,13 @@ def merged(document, path):
                 table=[dict(entry, benchmark=name) for name in ordered for entry in benchmarks[name].get('table', [])])
 
 
+def vector_level(extensions):
+    """The widest vector instructions in `extensions` (model.cpu.vector_extensions), e.g. 'AVX2'."""
+    if 'avx512f' in extensions:
+        return 'AVX-512 with bfloat16' if 'avx512_bf16' in extensions else 'AVX-512'
+    return 'AVX2' if 'avx2' in extensions else 'no AVX2'
+
+
 def table_section(document, entries, footer):
     """A Markdown table of benchmark `entries`, where each benchmark ran, and `footer`."""
     lines = ['| benchmark | metric | value | target | result |', '|---|---|---|---|---|']
@@ -116,7 +123,7 @@ def table_section(document, entries, footer):
     for name, result in document['benchmarks'].items():
         facts = result.get('machine', document['machine'])
         lines.append('- {}: {} ({}), {} logical cores, TensorFlow {}, {}'.format(
-            name, facts['cpu_model'], ', '.join(facts.get('cpu_vector_extensions') or ['no AVX2']),
+            name, facts['cpu_model'], vector_level(facts.get('cpu_vector_extensions', [])),
             facts['logical_cores'], facts['tensorflow'], result.get('timestamp', document['timestamp'])))
     return '\n'.join(lines + ['', footer])
 

@@ -39,6 +39,7 @@ from model.sections import replace_sections  # noqa: E402
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
 README = os.path.join(ROOT, 'README.md')
 PERFORMANCE = os.path.join(ROOT, 'docs', 'performance.md')
+RESULTS = os.path.join(BENCH_DIR, 'results.json')   # the committed measurements the sections render
 # Rows without a target that the README shows too (by the start of their metric), per benchmark.
 README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline', 'ratio --devices 2',
                             'ratio 2 workers'),
@@ -69,7 +70,7 @@ def parse_args(argv):
             ', '.join(unknown) or "''", ', '.join(BENCHMARKS)))
     args.only = [name for name in BENCHMARKS if name in args.only]   # always in pipeline order
     if args.output is None:
-        args.output = os.path.join(BENCH_DIR, 'results-quick.json' if args.quick else 'results.json')
+        args.output = os.path.join(BENCH_DIR, 'results-quick.json') if args.quick else RESULTS
     return args
 
 
@@ -159,7 +160,7 @@ def render_sections(document):
 def main(argv=None):
     args = parse_args(argv)
     if args.render:
-        with open(os.path.join(BENCH_DIR, 'results.json')) as stream:
+        with open(RESULTS) as stream:
             render_sections(json.load(stream))
         return 0
     if not common.machine()['tensorflow']:
@@ -227,7 +228,7 @@ def main(argv=None):
     document = merged(document, args.output)
     common.write_json(args.output, document)
     print('results written to {}'.format(os.path.relpath(args.output)))
-    if not args.quick and not failed and os.path.abspath(args.output) == os.path.join(BENCH_DIR, 'results.json'):
+    if not args.quick and not failed and os.path.abspath(args.output) == RESULTS:
         render_sections(document)
     return 1 if failed else 0
 

@@ -188,16 +188,23 @@ def difference_cell(results, name, metric):
     return '{:+.3f} ± {:.3f} ({}/{}): {}'.format(mean, error, better, count, verdict(mean, error))
 
 
-def study_table(results):
+def kept_fold_counts(results_dir=RESULTS_DIR):
+    """{row name: number of finished folds kept} of the rows that are not complete."""
+    return {row.name: len(glob.glob(os.path.join(kept_folds_dir(row, results_dir), 'fold*.json'))) for row in ROWS}
+
+
+def study_table(results, kept_folds=None):
     """Markdown table of the rows with results: metrics, paired differences to BASELINE, weights and
-    training rate; then the rows still to run, with their commands."""
+    training rate; then the rows still to run, with their commands and how many folds they have kept."""
     titles = [title for _, title in METRICS] + ['{} − {}'.format(title, BASELINE) for _, title in DIFFERENCES]
     lines = ['| row | network | ' + ' | '.join(titles) + ' | weights | train slices/s |',
              '|' + '---|' * (len(titles) + 4)]
     commands, missing = [], []
     for row in ROWS:
         if row.name not in results:
-            missing.append('- {}: `{}`'.format(row.name, run_command(row.name)))
+            kept = (kept_folds or {}).get(row.name, 0)
+            progress = ' ({} of {} folds kept)'.format(kept, cross_validation.FOLDS) if kept else ''
+            missing.append('- {}: `{}`{}'.format(row.name, run_command(row.name), progress))
             continue
         folds = results[row.name]['folds']
         patients = cross_validation.held_out_rows(folds)
@@ -252,7 +259,7 @@ def render(results_dir=RESULTS_DIR, report=REPORT, readme=README, figure=FIGURE,
     results = load_results(results_dir)
     with open(nested_path) as stream:
         nested = json.load(stream)
-    replace_sections(report, {'dcr study': study_table(results)})
+    replace_sections(report, {'dcr study': study_table(results, kept_fold_counts(results_dir))})
     replace_sections(readme, {'claims': claims_table(results, nested)})
     if results:
         save_figure(results, figure)

@@ -61,20 +61,26 @@ def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
     results_dir = str(tmp_path / 'results')
     write_results(results_dir, {'dcr-A': results(lambda fold, index: 0.80),
                                 'dcr-none': results(lambda fold, index: 0.80 - 0.02 - 0.002 * index)})
+    kept_unet_fold = os.path.join(dcr_study.kept_folds_dir(dcr_study.row_named('unet'), results_dir), 'fold0.json')
+    os.makedirs(os.path.dirname(kept_unet_fold))
+    with open(kept_unet_fold, 'w') as stream:
+        json.dump({'fold': 0}, stream)
     documents = {}
     for name, section in (('report', 'dcr study'), ('readme', 'claims')):
         documents[name] = str(tmp_path / (name + '.md'))
         with open(documents[name], 'w') as stream:
-            stream.write('before\n{}\nold\n{}\nafter\n'.format(*markers(section)))
+            stream.write('before\n{}\nstale section\n{}\nafter\n'.format(*markers(section)))
     shutil.copyfile(dcr_study.NESTED_RESULTS, str(tmp_path / 'nested.json'))
     figure = str(tmp_path / 'study.png')
     dcr_study.render(results_dir, documents['report'], documents['readme'], figure, str(tmp_path / 'nested.json'))
     with open(documents['report']) as stream:
         report = stream.read()
-    assert report.startswith('before\n') and report.endswith('after\n') and 'old' not in report
+    assert report.startswith('before\n') and report.endswith('after\n') and 'stale section' not in report
     none_row = next(line for line in report.splitlines() if line.startswith('| dcr-none |'))
     assert '-0.021 ± 0.000 (0/6): lower by 0.021' in none_row and '| 24.1 M |' in none_row
-    assert '`python experiments/dcr_study.py run dcr-B`' in report.split('Registered, not run yet:')[1]
+    registered = report.split('Registered, not run yet:')[1]
+    assert '- dcr-B: `python experiments/dcr_study.py run dcr-B`\n' in registered
+    assert '- unet: `python experiments/dcr_study.py run unet` (1 of 3 folds kept)' in registered
     with open(documents['readme']) as stream:
         readme = stream.read()
     assert 'dcr-none: -0.021 ± 0.000 (0/6): lower by 0.021' in readme

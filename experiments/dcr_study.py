@@ -176,16 +176,25 @@ def standard_error(patients, metric):
 
 
 def verdict(difference, error):
-    """'no difference measured' within two standard errors, else which way and by how much."""
+    """'no difference measured' within two standard errors, else 'higher' or 'lower'."""
     if not abs(difference) > 2 * error:
         return 'no difference measured'
-    return '{} by {:.3f}'.format('higher' if difference > 0 else 'lower', abs(difference))
+    return 'higher' if difference > 0 else 'lower'
 
 
 def difference_cell(results, name, metric):
     """'+0.004 ± 0.002 (7/12): verdict' of a row's paired difference to BASELINE in `metric`."""
     mean, error, better, count = ablations.paired_differences(results[name], results[BASELINE], metric)
     return '{:+.3f} ± {:.3f} ({}/{}): {}'.format(mean, error, better, count, verdict(mean, error))
+
+
+def claim_cell(results, name):
+    """'dcr-none: Dice -0.028 ± 0.013, lower; PPV ...': a row's WT differences to BASELINE, for the README."""
+    parts = []
+    for metric, title in DIFFERENCES:
+        mean, error, _, _ = ablations.paired_differences(results[name], results[BASELINE], metric)
+        parts.append('{} {:+.3f} ± {:.3f}, {}'.format(title.split()[-1], mean, error, verdict(mean, error)))
+    return '{}: {}'.format(name, '; '.join(parts))
 
 
 def kept_fold_counts(results_dir=RESULTS_DIR):
@@ -238,15 +247,14 @@ def save_figure(results, path=FIGURE):
 
 def claims_table(results, nested):
     """README's table: each claim of the paper, what was measured and the command."""
-    lines = ['| the paper\'s claim | measured here (WT Dice, paired difference ± standard error) | command |',
+    lines = ['| the paper\'s claim | measured here (WT, paired difference to DCR-A ± standard error) | command |',
              '|---|---|---|']
     for claim, names in CLAIMS:
-        measured = ['{}: {}'.format(name, difference_cell(results, name, 'WT_dice')) for name in names
-                    if name in results and BASELINE in results]
+        measured = [claim_cell(results, name) for name in names if name in results and BASELINE in results]
         missing = [name for name in names if name not in results or BASELINE not in results]
         if missing:
             measured.append('not measured yet: ' + ', '.join(missing))
-        lines.append('| {} | {} | `{}` |'.format(claim, '; '.join(measured), run_command(BASELINE, *names)))
+        lines.append('| {} | {} | `{}` |'.format(claim, '<br>'.join(measured), run_command(BASELINE, *names)))
     scores = nested['nested']
     lines.append('| WT Dice 0.87 and PPV 0.91 (BRATS2015 test set) | {:.3f} and {:.3f}: the defaults on 12 real BraTS '
                  '2018 patients, nested cross-validation, 8 training patients per network | `{}` |'.format(

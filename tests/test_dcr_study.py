@@ -10,13 +10,13 @@ from model.errors import InputError
 from model.sections import markers
 
 
-def results(wt_dice_of_patient):
+def results(wt_dice_of_patient, wt_ppv=0.9):
     """A cross-validation results document of 3 folds x 2 patients whose WT Dice is
     wt_dice_of_patient(fold, patient index)."""
     folds = []
     for fold in range(3):
         names = ['p{}{}'.format(fold, index) for index in range(2)]
-        rows = [{'patient': name, 'WT_dice': wt_dice_of_patient(fold, index), 'WT_ppv': 0.9, 'WT_sensitivity': 0.8,
+        rows = [{'patient': name, 'WT_dice': wt_dice_of_patient(fold, index), 'WT_ppv': wt_ppv, 'WT_sensitivity': 0.8,
                  'TC_dice': 0.7, 'ET_dice': 0.6} for index, name in enumerate(names)]
         folds.append({'fold': fold, 'test': names, 'steps': 1500, 'train_slices_per_s': 7.0, 'rows': rows})
     return {'command': 'python experiments/cross_validation.py', 'folds': folds}
@@ -52,15 +52,15 @@ def test_the_rows_weights_differ_by_their_networks():
 
 def test_a_difference_within_two_standard_errors_is_no_difference():
     assert dcr_study.verdict(0.004, 0.002) == 'no difference measured'
-    assert dcr_study.verdict(0.0041, 0.002) == 'higher by 0.004'
-    assert dcr_study.verdict(-0.02, 0.005) == 'lower by 0.020'
+    assert dcr_study.verdict(0.0041, 0.002) == 'higher'
+    assert dcr_study.verdict(-0.02, 0.005) == 'lower'
     assert dcr_study.verdict(0.01, float('nan')) == 'no difference measured'
 
 
 def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
     results_dir = str(tmp_path / 'results')
     write_results(results_dir, {'dcr-A': results(lambda fold, index: 0.80),
-                                'dcr-none': results(lambda fold, index: 0.80 - 0.02 - 0.002 * index)})
+                                'dcr-none': results(lambda fold, index: 0.80 - 0.02 - 0.002 * index, wt_ppv=0.95)})
     kept_unet_fold = os.path.join(dcr_study.kept_folds_dir(dcr_study.row_named('unet'), results_dir), 'fold0.json')
     os.makedirs(os.path.dirname(kept_unet_fold))
     with open(kept_unet_fold, 'w') as stream:
@@ -77,13 +77,13 @@ def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
         report = stream.read()
     assert report.startswith('before\n') and report.endswith('after\n') and 'stale section' not in report
     none_row = next(line for line in report.splitlines() if line.startswith('| dcr-none |'))
-    assert '-0.021 ± 0.000 (0/6): lower by 0.021' in none_row and '| 24.1 M |' in none_row
+    assert '-0.021 ± 0.000 (0/6): lower' in none_row and '| 24.1 M |' in none_row
     registered = report.split('Registered, not run yet:')[1]
     assert '- dcr-B: `python experiments/dcr_study.py run dcr-B`\n' in registered
     assert '- unet: `python experiments/dcr_study.py run unet` (1 of 3 folds kept)' in registered
     with open(documents['readme']) as stream:
         readme = stream.read()
-    assert 'dcr-none: -0.021 ± 0.000 (0/6): lower by 0.021' in readme
+    assert 'dcr-none: Dice -0.021 ± 0.000, lower; PPV +0.050 ± 0.000, higher' in readme
     assert 'not measured yet: dcr-B, dcr-C' in readme
     with open(dcr_study.NESTED_RESULTS) as stream:
         nested = json.load(stream)['nested']

@@ -112,7 +112,7 @@ def test_finished_folds_are_kept_and_restored_where_cross_validation_skips_them(
 
 
 def test_the_committed_sections_are_the_rendering_of_the_committed_results():
-    rendered = dcr_study.study_table(dcr_study.load_results())
+    rendered = dcr_study.study_table(dcr_study.load_results(), dcr_study.kept_fold_counts())
     with open(dcr_study.REPORT) as stream:
         assert rendered in stream.read()
     with open(dcr_study.NESTED_RESULTS) as stream:

@@ -182,23 +182,27 @@ def verdict(difference, error):
     return 'higher' if difference > 0 else 'lower'
 
 
+def paired_to_baseline(results, name, metric):
+    """('+0.004 ± 0.002', verdict, patients better, patients compared): a row's paired difference to BASELINE."""
+    mean, error, better, count = ablations.paired_differences(results[name], results[BASELINE], metric)
+    return '{:+.3f} ± {:.3f}'.format(mean, error), verdict(mean, error), better, count
+
+
 def difference_cell(results, name, metric):
     """'+0.004 ± 0.002 (7/12): verdict' of a row's paired difference to BASELINE in `metric`."""
-    mean, error, better, count = ablations.paired_differences(results[name], results[BASELINE], metric)
-    return '{:+.3f} ± {:.3f} ({}/{}): {}'.format(mean, error, better, count, verdict(mean, error))
+    difference, judged, better, count = paired_to_baseline(results, name, metric)
+    return '{} ({}/{}): {}'.format(difference, better, count, judged)
 
 
 def claim_cell(results, name):
     """'dcr-none: Dice -0.028 ± 0.013, lower; PPV ...': a row's WT differences to BASELINE, for the README."""
-    parts = []
-    for metric, title in DIFFERENCES:
-        mean, error, _, _ = ablations.paired_differences(results[name], results[BASELINE], metric)
-        parts.append('{} {:+.3f} ± {:.3f}, {}'.format(title.split()[-1], mean, error, verdict(mean, error)))
+    parts = ['{} {}, {}'.format(title.split()[-1], *paired_to_baseline(results, name, metric)[:2])
+             for metric, title in DIFFERENCES]
     return '{}: {}'.format(name, '; '.join(parts))
 
 
 def kept_fold_counts(results_dir=RESULTS_DIR):
-    """{row name: number of finished folds kept} of the rows that are not complete."""
+    """{row name: number of finished folds kept}; 0 for a complete row, whose kept folds are removed."""
     return {row.name: len(glob.glob(os.path.join(kept_folds_dir(row, results_dir), 'fold*.json'))) for row in ROWS}
 
 

@@ -206,11 +206,25 @@ def kept_fold_counts(results_dir=RESULTS_DIR):
     return {row.name: len(glob.glob(os.path.join(kept_folds_dir(row, results_dir), 'fold*.json'))) for row in ROWS}
 
 
+def cpu_class(fold):
+    """The widest vector unit of the CPU a fold trained on, from its recorded machine: rates differ ~3x by it."""
+    extensions = (fold.get('machine') or {}).get('cpu_vector_extensions', [])
+    return 'AVX-512' if 'avx512f' in extensions else 'AVX2' if 'avx2' in extensions else 'CPU not recorded'
+
+
+def training_rate_cell(folds):
+    """Mean training slices/s of the folds, per class of CPU they ran on ('4.3 AVX2; 14.5 AVX-512')."""
+    rates = collections.defaultdict(list)
+    for fold in folds:
+        rates[cpu_class(fold)].append(fold['train_slices_per_s'])
+    return '; '.join('{:.1f} {}'.format(statistics.fmean(values), cpu) for cpu, values in sorted(rates.items()))
+
+
 def study_table(results, kept_folds=None):
     """Markdown table of the rows with results: metrics, paired differences to BASELINE, weights and
-    training rate; then the rows still to run, with their commands and how many folds they have kept."""
+    training rate on each CPU class; then the rows still to run, with their commands and how many folds they have kept."""
     titles = [title for _, title in METRICS] + ['{} − {}'.format(title, BASELINE) for _, title in DIFFERENCES]
-    lines = ['| row | network | ' + ' | '.join(titles) + ' | weights | train slices/s |',
+    lines = ['| row | network | ' + ' | '.join(titles) + ' | weights | train slices/s (CPU) |',
              '|' + '---|' * (len(titles) + 4)]
     commands, missing = [], []
     for row in ROWS:
@@ -224,12 +238,12 @@ def study_table(results, kept_folds=None):
         cells = ['{:.3f} ± {:.3f}'.format(*cross_validation.mean_and_std(patients, metric)) for metric, _ in METRICS]
         cells += [difference_cell(results, row.name, metric) if row.name != BASELINE and BASELINE in results else ''
                   for metric, _ in DIFFERENCES]
-        rate = statistics.fmean(fold['train_slices_per_s'] for fold in folds)
-        lines.append('| {} | {} | {} | {:.1f} M | {:.1f} |'.format(row.name, row.network, ' | '.join(cells),
-                                                                 weight_count(row) / 1e6, rate))
+        lines.append('| {} | {} | {} | {:.1f} M | {} |'.format(row.name, row.network, ' | '.join(cells),
+                                                              weight_count(row) / 1e6, training_rate_cell(folds)))
         commands.append('- {}: `{}`'.format(row.name, run_command(row.name)))
     text = lines + ['', 'Metrics: mean ± std over the held-out patients; differences: mean ± standard error of the '
-                    'patient-paired difference (patients better / compared). Commands:', ''] + commands
+                    'patient-paired difference (patients better / compared). Training rates are '
+                    'comparable only within a CPU class: the study ran on two machines. Commands:', ''] + commands
     if not commands:
         text = ['No row has run yet.']
     if missing:
@@ -251,7 +265,7 @@ def save_figure(results, path=FIGURE):
 
 def claims_table(results, nested):
     """README's table: each claim of the paper, what was measured and the command."""
-    lines = ['| the paper\'s claim | measured here (WT, paired difference to DCR-A ± standard error) | command |',
+    lines = ['| the paper\'s claim | measured (WT; paired difference to DCR-A ± standard error) | command |',
              '|---|---|---|']
     for claim, names in CLAIMS:
         measured = [claim_cell(results, name) for name in names if name in results and BASELINE in results]
@@ -260,8 +274,8 @@ def claims_table(results, nested):
             measured.append('not measured yet: ' + ', '.join(missing))
         lines.append('| {} | {} | `{}` |'.format(claim, '<br>'.join(measured), run_command(BASELINE, *names)))
     scores = nested['nested']
-    lines.append('| WT Dice 0.87 and PPV 0.91 (BRATS2015 test set) | {:.3f} and {:.3f}: the defaults on 12 real BraTS '
-                 '2018 patients, nested cross-validation, 8 training patients per network | `{}` |'.format(
+    lines.append('| WT Dice 0.87 and PPV 0.91 (BRATS2015 test set) | {:.3f} and {:.3f}: the defaults, nested cross-validation on '
+                 '12 real BraTS 2018 patients | `{}` |'.format(
                      scores['WT_dice'][0], scores['WT_ppv'][0], nested['command']))
     return '\n'.join(lines)
 

@@ -57,6 +57,14 @@ def test_a_difference_within_two_standard_errors_is_no_difference():
     assert dcr_study.verdict(0.01, float('nan')) == 'no difference measured'
 
 
+def test_training_rates_are_averaged_within_each_cpu_class_only():
+    def fold(rate, extensions):
+        return {'train_slices_per_s': rate, 'machine': {'cpu_vector_extensions': extensions}}
+    folds = [fold(4.0, ['avx2', 'fma']), fold(15.0, ['avx2', 'avx512f']), fold(4.6, ['avx2']), fold(14.0, ['avx512f'])]
+    assert dcr_study.training_rate_cell(folds) == '14.5 AVX-512; 4.3 AVX2'
+    assert dcr_study.training_rate_cell([{'train_slices_per_s': 7.0}]) == '7.0 CPU not recorded'
+
+
 def test_render_writes_the_rows_that_ran_and_registers_the_rest(tmp_path):
     results_dir = str(tmp_path / 'results')
     write_results(results_dir, {'dcr-A': results(lambda fold, index: 0.80),

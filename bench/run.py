@@ -34,6 +34,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 sys.path[:] = [ROOT] + [path for path in sys.path if os.path.abspath(path or '.') != BENCH_DIR]
 
 from bench import common, conversion, inference, training  # noqa: E402
+from model.cpu import vector_level  # noqa: E402
 from model.sections import replace_sections  # noqa: E402
 
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
@@ -107,13 +108,6 @@ def merged(document, path):
     ordered = [name for name in BENCHMARKS if name in benchmarks]
     return dict(document, benchmarks={name: benchmarks[name] for name in ordered},
                 table=[dict(entry, benchmark=name) for name in ordered for entry in benchmarks[name].get('table', [])])
-
-
-def vector_level(extensions):
-    """The widest vector instructions in `extensions` (model.cpu.vector_extensions), e.g. 'AVX2'."""
-    if 'avx512f' in extensions:
-        return 'AVX-512 with bfloat16' if 'avx512_bf16' in extensions else 'AVX-512'
-    return 'AVX2' if 'avx2' in extensions else 'no AVX2'
 
 
 def table_section(document, entries, footer):

@@ -34,6 +34,7 @@ import Train  # noqa: E402
 from experiments import ablations, cross_validation  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
+from model.cpu import vector_level  # noqa: E402
 from model.dcr import build_network  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.figures import save_grouped_bars  # noqa: E402
@@ -206,23 +207,20 @@ def kept_fold_counts(results_dir=RESULTS_DIR):
     return {row.name: len(glob.glob(os.path.join(kept_folds_dir(row, results_dir), 'fold*.json'))) for row in ROWS}
 
 
-def cpu_class(fold):
-    """The widest vector unit of the CPU a fold trained on, from its recorded machine: rates differ ~3x by it."""
-    extensions = (fold.get('machine') or {}).get('cpu_vector_extensions', [])
-    return 'AVX-512' if 'avx512f' in extensions else 'AVX2' if 'avx2' in extensions else 'CPU not recorded'
-
-
 def training_rate_cell(folds):
     """Mean training slices/s of the folds, per class of CPU they ran on ('4.3 AVX2; 14.5 AVX-512')."""
     rates = collections.defaultdict(list)
     for fold in folds:
-        rates[cpu_class(fold)].append(fold['train_slices_per_s'])
+        machine = fold.get('machine')
+        cpu = vector_level(machine.get('cpu_vector_extensions', [])) if machine else 'CPU not recorded'
+        rates[cpu].append(fold['train_slices_per_s'])
     return '; '.join('{:.1f} {}'.format(statistics.fmean(values), cpu) for cpu, values in sorted(rates.items()))
 
 
 def study_table(results, kept_folds=None):
     """Markdown table of the rows with results: metrics, paired differences to BASELINE, weights and
-    training rate on each CPU class; then the rows still to run, with their commands and how many folds they have kept."""
+    training rate on each CPU class; then the rows still to run, with their commands and how many
+    folds they have kept."""
     titles = [title for _, title in METRICS] + ['{} − {}'.format(title, BASELINE) for _, title in DIFFERENCES]
     lines = ['| row | network | ' + ' | '.join(titles) + ' | weights | train slices/s (CPU) |',
              '|' + '---|' * (len(titles) + 4)]
@@ -274,8 +272,8 @@ def claims_table(results, nested):
             measured.append('not measured yet: ' + ', '.join(missing))
         lines.append('| {} | {} | `{}` |'.format(claim, '<br>'.join(measured), run_command(BASELINE, *names)))
     scores = nested['nested']
-    lines.append('| WT Dice 0.87 and PPV 0.91 (BRATS2015 test set) | {:.3f} and {:.3f}: the defaults, nested cross-validation on '
-                 '12 real BraTS 2018 patients | `{}` |'.format(
+    lines.append('| WT Dice 0.87 and PPV 0.91 (BRATS2015 test set) | {:.3f} and {:.3f}: the defaults, nested '
+                 'cross-validation on 12 real BraTS 2018 patients | `{}` |'.format(
                      scores['WT_dice'][0], scores['WT_ppv'][0], nested['command']))
     return '\n'.join(lines)
 

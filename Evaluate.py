@@ -12,7 +12,7 @@ import sys
 
 from tqdm import tqdm
 
-from model import cli
+from model import cli, paths
 from model.atomic import atomic_output
 from model.brats import DataError, find_prediction, load_patient, read_volume
 from model.figures import save_example
@@ -20,8 +20,8 @@ from model.labels import check_labels
 from model.lists import read_patient_list
 from model.metrics import mean_row, metric_columns, score_regions
 
-LIST = 'data/lists/val.txt'
-PRED_DIR = 'data/predictions'
+LIST = paths.VAL_LIST
+PRED_DIR = paths.PREDICTIONS_DIR
 OUTPUT = ''        # '' means PRED_DIR/metrics.csv
 RUN_NAME = ''      # '' accepts any VSD.<run>.<FlairID>.mha
 EXAMPLE_PNG = ''   # e.g. image/example.png: FLAIR | prediction | truth of the median-WT-Dice patient

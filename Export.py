@@ -8,13 +8,13 @@ export can be used without this repository; `Inference.py --saved-model OUTPUT` 
 """
 import sys
 
-from model import checkpoints, cli
+from model import checkpoints, cli, paths
 from model.errors import InputError
 from model.export import PREPROCESSING_NAME, EXTRA_DIR, export
 
-CKPT_DIR = 'data/checkpoints'
+CKPT_DIR = paths.CKPT_DIR
 CHECKPOINT = 'latest'      # 'latest', 'best' (CKPT/best/, else the latest) or a checkpoint path
-OUTPUT_DIR = 'data/export'
+OUTPUT_DIR = paths.EXPORT_DIR
 VERSION = 0                # the version folder to write; 0: one above the highest there
 
 

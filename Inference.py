@@ -18,32 +18,27 @@ import sys
 
 from tqdm import tqdm
 
-from model import checkpoints, cli
+from model import checkpoints, cli, paths, recipes
 from model.cpu import cpu_has_bfloat16
 from model.atomic import remove_stale_partials
 from model.brats import load_patient, write_volume
 from model.errors import InputError
 from model.figures import save_overlay_montage
 from model.lists import read_patient_list
-from model.postprocess import check_component_limits
-from model.predict import (DECODINGS, TEST_TIME_AUGMENTATIONS, check_decoding, exported_predictor,
-                           restored_predictor, tumour_threshold_for)
+from model.decoding import DECODINGS, TEST_TIME_AUGMENTATIONS
+from model.predict import exported_predictor, restored_predictor
 
-LISTS = ('data/lists/val.txt', 'data/lists/test.txt')   # the ones that exist, by default
-CKPT_DIR = 'data/checkpoints'
+LISTS = (paths.VAL_LIST, paths.TEST_LIST)   # the ones that exist, by default
+CKPT_DIR = paths.CKPT_DIR
 CHECKPOINT = 'latest'      # 'latest', 'best' (CKPT/best/, else the latest) or a checkpoint path
 SAVED_MODEL = ''           # an export of Export.py to predict with instead of CKPT_DIR ('' for the checkpoints)
-OUTPUT_DIR = 'data/predictions'
+OUTPUT_DIR = paths.PREDICTIONS_DIR
 RUN_NAME = 'dcr'           # the free text in VSD.<run name>.<Flair id>.mha
 BATCH_SIZE = 8
-# The decoding defaults are chosen by nested cross-validation under the rule in docs/accuracy.md,
-# "Defaults": an option is on only if it beats the simpler one by two standard errors of WT Dice
-# without costing 0.01 WT PPV (experiments/results/nested-selection.json, 'defaults').
-TTA = 'flip'               # test-time augmentation: 'none' (one pass), 'flip' (2 passes) or 'zooms' (flip x 5 zooms)
-DECODING = 'regions'       # 'argmax' over the 5 classes (the paper's) or 'regions' (WT, TC, ET in turn)
-TUMOUR_THRESHOLD = 0.5     # regions decoding: tumour where P(WT) exceeds this
-MIN_COMPONENT_SIZE = 0     # remove 3-D tumour components smaller than this (voxels); 0: keep all
-MIN_COMPONENT_FRACTION = 0.0   # ... or than this fraction of the patient's largest; 0: keep all
+# Test-time augmentation ('none', 'flip' or 'zooms'), decoding ('argmax', the paper's, or 'regions'),
+# tumour threshold and component removal: the measured recipe's (model/recipes.py), chosen by nested
+# cross-validation under the rule in docs/accuracy.md, "Defaults"; each has a flag below.
+DECODING = recipes.MEASURED.decoding
 BFLOAT16 = 'auto'          # bfloat16 convolutions: 'auto' (where the CPU has them natively), 'on' or 'off'
 SHARD = '0/1'              # 'I/N': predict patients I, I+N, I+2N, ... of the lists (0 <= I < N), so N processes split them
 SAVE_PNG = False
@@ -65,19 +60,19 @@ def parse_args(argv):
     add('--output-dir', default=OUTPUT_DIR, help='where predictions go')
     add('--run-name', default=RUN_NAME, help='free text of VSD.<run>.<id>.mha names')
     add('--batch-size', type=int, default=BATCH_SIZE, help='slices per forward pass')
-    add('--tta', choices=tuple(TEST_TIME_AUGMENTATIONS), default=TTA,
+    add('--tta', choices=tuple(TEST_TIME_AUGMENTATIONS), default=DECODING.tta,
         help="test-time augmentation: 'none' (one forward pass), 'flip' (also the mirror image, 2 passes) "
         "or 'zooms' (flip and zooms 0.8-1.2, 10 passes)")
-    add('--decoding', choices=DECODINGS, default=DECODING,
+    add('--decoding', choices=DECODINGS, default=DECODING.method,
         help="labels by 'argmax' over the classes, or by 'regions' (WT, then TC, then ET)")
     add('--tumour-threshold', type=float, default=None,
         help='regions decoding: tumour where P(WT) exceeds this (default {}; below 0.5: more sensitive, '
-        'less precise); argmax decoding has none'.format(TUMOUR_THRESHOLD))
-    add('--min-component-size', type=int, default=MIN_COMPONENT_SIZE,
+        'less precise); argmax decoding has none'.format(DECODING.tumour_threshold))
+    add('--min-component-size', type=int, default=DECODING.min_component_size,
         help='drop tumour components smaller than this many voxels (0: off)')
-    add('--min-component-fraction', type=float, default=MIN_COMPONENT_FRACTION,
+    add('--min-component-fraction', type=float, default=DECODING.min_component_fraction,
         help="drop tumour components smaller than this fraction of the patient's largest (0: off; 1: keep the "
-        'largest alone; default {:g})'.format(MIN_COMPONENT_FRACTION))
+        'largest alone; default {:g})'.format(DECODING.min_component_fraction))
     add('--bfloat16', choices=('auto', 'on', 'off'), default=BFLOAT16,
         help="bfloat16 convolutions on the CPU ('auto': on where the CPU has native bfloat16; labels agree "
         'with float32 as docs/accuracy.md measures)')
@@ -140,9 +135,11 @@ def segment(session, predictor, patient, output_path, args):
     return labels
 
 
-def tumour_threshold(args):
-    """The threshold to decode with: --tumour-threshold if given, else the decoding's default."""
-    return tumour_threshold_for(args.decoding, args.tumour_threshold, TUMOUR_THRESHOLD)
+def decoding_of(args):
+    """The Decoding the flags ask for: DECODING with each flag given in place of its field."""
+    return DECODING.overridden(tta=args.tta, method=args.decoding, tumour_threshold=args.tumour_threshold,
+                               min_component_size=args.min_component_size,
+                               min_component_fraction=args.min_component_fraction)
 
 
 def uses_bfloat16(setting):
@@ -150,31 +147,26 @@ def uses_bfloat16(setting):
     return setting == 'on' or (setting == 'auto' and cpu_has_bfloat16())
 
 
-def opened_predictor(args):
+def opened_predictor(args, decoding):
     """The (session, Predictor, sources) context of the export --saved-model, else of the
     --ckpt-dir folders."""
-    options = dict(gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=uses_bfloat16(args.bfloat16),
-                   batch_size=args.batch_size, tta=args.tta, decoding=args.decoding,
-                   tumour_threshold=args.tumour_threshold, min_component_size=args.min_component_size,
-                   min_component_fraction=args.min_component_fraction)
+    options = dict(gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=uses_bfloat16(args.bfloat16))
     if args.saved_model:
         if args.ckpt_dirs or args.checkpoint != CHECKPOINT:
             raise InputError('--saved-model {}: predicts without checkpoints; it cannot go with --ckpt-dir '
                              'or --checkpoint'.format(args.saved_model))
-        return exported_predictor(args.saved_model, **options)
-    return restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint, **options)
+        return exported_predictor(args.saved_model, decoding, args.batch_size, **options)
+    return restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint, decoding, args.batch_size, **options)
 
 
 @cli.reports_bad_input
 def main(argv=None):
     args = parse_args(argv)
-    args.tumour_threshold = tumour_threshold(args)
-    check_decoding(args.decoding, args.tumour_threshold)
-    check_component_limits(args.min_component_size, args.min_component_fraction)
+    decoding = decoding_of(args)
     cli.graph_mode()
     patients = patients_to_segment(args.lists, args.shard)
     done = skipped = 0
-    with opened_predictor(args) as (session, predictor, checkpoints):
+    with opened_predictor(args, decoding) as (session, predictor, checkpoints):
         check_output_dir(args.output_dir, patients)
         for patient in tqdm(patients, desc='inference', unit='patient'):
             output_path = os.path.join(args.output_dir, patient.prediction_name(args.run_name))

@@ -10,13 +10,13 @@ Only labelled lists are converted; Inference.py reads test volumes directly.
 import os
 import sys
 
-from model import cli
+from model import cli, paths
 from model.conversion import convert
 from model.lists import read_patient_list
 from model.normalization import METHODS
 
-LIST = 'data/lists/train.txt'
-OUTPUT_DIR = 'data/records'
+LIST = paths.TRAIN_LIST
+OUTPUT_DIR = paths.RECORDS_DIR
 WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 NUM_SHARDS = 0
 KEEP_EMPTY_SLICES = False

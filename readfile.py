@@ -9,12 +9,12 @@ import collections
 import os
 import sys
 
-from model import cli
+from model import cli, paths
 from model.brats import find_patients
 from model.lists import split_validation, write_patient_list
 
-DATA_DIRS = ['data']
-LIST_DIR = 'data/lists'
+DATA_DIRS = [paths.DATA_DIR]
+LIST_DIR = paths.LIST_DIR
 VAL_FRACTION = 0.1
 SEED = 0
 SKIP_INCOMPLETE = False

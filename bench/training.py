@@ -1,9 +1,9 @@
 """Benchmark 2: Train.py's step rate on the real input pipeline against one constant batch.
 
-Both runs are child processes that call Train.main with the same flags (full width, batch 8,
-DCR-A, the script's defaults otherwise, its training crop too). Train.main parses the flags and
-builds every configuration object itself; only model.training.train, the function it hands them to, is
-replaced by `_measuring_train`, which builds the graph as `train` does:
+Each run is a child process that turns the same Train.py flags (full width, batch 8, DCR-A, the
+measured recipe otherwise, its training crop too) into Train.py's TrainingSettings
+(Train.settings_from_flags) and builds the graph that model.training.train builds, with
+model.training_graph.build:
 
   (a) pipeline: model.input.training_dataset -> one-shot iterator -> build_training_graph
   (b) constant: one batch pulled from that same pipeline (in a throwaway graph), embedded as
@@ -19,7 +19,7 @@ replaced by `_measuring_train`, which builds the graph as `train` does:
 
 (e) and (f) cannot be faster on one machine's cores; they measure what the strategies cost.
 
-and runs the loop's fetches (train op, global step, batch Dice, loss) in a Session with
+Each runs the loop's fetches (train op, global step, batch Dice, loss) in a Session with
 model.predict.session_config, like Trainer.run, without checkpoints or summaries. The first
 steps (shuffle-buffer fill, graph optimisation) are warm-up and not timed. The peak RSS is
 that of the whole pipeline child process (os.wait4).
@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-from bench.common import ROOT, background_child, median, row, run_child
+from bench.common import background_child, median, row, run_child
 from model.cpu import cpu_has_bfloat16
 from model.distribute import localhost_tf_configs
 
@@ -133,55 +133,51 @@ def rows(result):
 # ---------------------------------------------------------------------------------------------
 # The child process: python -m bench.training --child MODE ...
 
-def _measuring_train(mode, steps, warmup, report):
-    """A stand-in for model.training.train with the same signature, that times steps."""
-    def measuring_train(shard_paths, sidecar, network_config, augment_config, loss_config, schedule,
-                        batch_size, ckpt_dir, log_dir, validation=None, gpu_memory_fraction=0.0,
-                        bfloat16=False, seed=0, distribution=None, sync_batch_norm=False, mixed_precision=False):
-        import numpy as np
-        import tensorflow.compat.v1 as tf
-        from model.predict import session_config
-        from model.training import build_training_graph, training_batch, training_session
+def _measure(settings, mode, steps, warmup, report):
+    """Time `steps` training steps after `warmup` of the graph model.training_graph.build makes of
+    Train.py's settings: on the pipeline's batches, or on one constant batch of it."""
+    import numpy as np
+    import tensorflow.compat.v1 as tf
+    from model import training_graph
+    from model.predict import session_config
 
-        def pipeline_batch():
-            return training_batch(shard_paths, sidecar, batch_size, augment_config, seed)[0]
+    def pipeline_batch():
+        return training_graph.training_batch(settings.shard_paths, settings.sidecar, settings.batch_size,
+                                             settings.augment, settings.seed)[0]
 
-        if mode == 'input':
-            return _time_input(pipeline_batch, session_config(gpu_memory_fraction), sidecar, report)
+    if mode == 'input':
+        _time_input(pipeline_batch, session_config(settings.gpu_memory_fraction), settings.sidecar, report)
+        return
+    constant = None
+    if mode == 'constant':
+        with tf.Graph().as_default(), tf.Session(config=session_config(settings.gpu_memory_fraction)) as session:
+            images, labels = session.run(pipeline_batch())
+    started = time.perf_counter()
+    with tf.Graph().as_default(), tf.device(settings.distribution.worker_device):
         if mode == 'constant':
-            with tf.Graph().as_default(), tf.Session(config=session_config(gpu_memory_fraction)) as session:
-                images, labels = session.run(pipeline_batch())
-        started = time.perf_counter()
-        with tf.Graph().as_default(), tf.device(distribution.worker_device):
-            if mode == 'constant':
-                batch, input_initializer = (tf.constant(images), tf.constant(labels)), None
-            else:
-                batch, input_initializer = training_batch(shard_paths, sidecar, batch_size, augment_config, seed,
-                                                          distribution)
-            graph = build_training_graph(batch, network_config, loss_config, schedule, distribution, sync_batch_norm,
-                                         mixed_precision)
-            fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
-            fetches['loss'] = graph['loss']['total']
-            with training_session(distribution, gpu_memory_fraction, bfloat16) as session:
-                session.run(tf.global_variables_initializer())
-                if input_initializer is not None:
-                    session.run(input_initializer)
-                report['graph_build_s'] = time.perf_counter() - started
-                times, losses = [], []
-                for _ in range(warmup + steps):
-                    began = time.perf_counter()
-                    values = session.run(fetches)
-                    times.append(time.perf_counter() - began)
-                    losses.append(float(values['loss']))
-        if not np.all(np.isfinite(losses)):
-            raise RuntimeError('non-finite loss while benchmarking: {}'.format(losses))
-        report.update({'warmup_times_s': times[:warmup], 'step_times_s': times[warmup:],
-                       'losses': losses, 'global_step': int(values['global_step']),
-                       'network': network_config.to_dict(), 'augment': vars(augment_config),
-                       'batch_size': batch_size, 'slices_in_records': sidecar['num_examples'],
-                       'distribution': distribution.describe()})
-        return int(values['global_step'])
-    return measuring_train
+            constant = (tf.constant(images), tf.constant(labels))
+        graph, input_initializer = training_graph.build(settings, constant)
+        fetches = {name: graph[name] for name in ('train_op', 'global_step', 'batch_dice')}
+        fetches['loss'] = graph['loss']['total']
+        with training_graph.training_session(settings.distribution, settings.gpu_memory_fraction,
+                                             settings.bfloat16) as session:
+            session.run(tf.global_variables_initializer())
+            if input_initializer is not None:
+                session.run(input_initializer)
+            report['graph_build_s'] = time.perf_counter() - started
+            times, losses = [], []
+            for _ in range(warmup + steps):
+                began = time.perf_counter()
+                values = session.run(fetches)
+                times.append(time.perf_counter() - began)
+                losses.append(float(values['loss']))
+    if not np.all(np.isfinite(losses)):
+        raise RuntimeError('non-finite loss while benchmarking: {}'.format(losses))
+    report.update({'warmup_times_s': times[:warmup], 'step_times_s': times[warmup:],
+                   'losses': losses, 'global_step': int(values['global_step']),
+                   'network': settings.network.to_dict(), 'augment': vars(settings.augment),
+                   'batch_size': settings.batch_size, 'slices_in_records': settings.sidecar['num_examples'],
+                   'distribution': settings.distribution.describe()})
 
 
 def _time_input(pipeline_batch, config, sidecar, report):
@@ -197,7 +193,6 @@ def _time_input(pipeline_batch, config, sidecar, report):
                 times.append(time.perf_counter() - began)
     report.update({'warmup_times_s': times[:report['warmup']], 'step_times_s': times[report['warmup']:],
                    'slices_in_records': sidecar['num_examples']})
-    return 0
 
 
 def child_main(argv):
@@ -209,15 +204,12 @@ def child_main(argv):
     parser.add_argument('--ckpt-dir', required=True)
     parser.add_argument('--result', required=True)
     args = parser.parse_args(argv)
-    sys.path.insert(0, ROOT)
     import Train
     report = {'mode': args.child, 'steps': args.steps, 'warmup': args.warmup}
-    Train.train = _measuring_train(args.child, args.steps, args.warmup, report)
-    code = Train.main(['--train-records', args.records, '--val-list', '', '--ckpt-dir', args.ckpt_dir,
-                       '--num-steps', str(args.warmup + args.steps)]
-                      + NETWORK_FLAGS + MODE_FLAGS.get(args.child, []))
-    if code:
-        return code
+    settings, _ = Train.settings_from_flags(['--train-records', args.records, '--val-list', '', '--ckpt-dir',
+                                             args.ckpt_dir, '--num-steps', str(args.warmup + args.steps)]
+                                            + NETWORK_FLAGS + MODE_FLAGS.get(args.child, []))
+    _measure(settings, args.child, args.steps, args.warmup, report)
     with open(args.result, 'w') as stream:
         json.dump(report, stream)
     return 0

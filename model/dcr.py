@@ -30,6 +30,7 @@ import tensorflow.compat.v1 as tf
 
 from model import layers, unet
 from model.labels import NUM_CLASSES
+from model.recipes import MEASURED
 
 DCR_TYPES = ('A', 'B', 'C', 'none')
 ARCHITECTURES = ('dcr', 'unet')
@@ -78,13 +79,13 @@ class NetworkConfig:
       architecture: 'dcr' (this module's network) or 'unet' (model/unet.py, the baseline U-Net;
         of the settings above it uses width and num_classes only).
     """
-    dcr_type: str = 'A'
-    dilations: tuple = (12, 6, 3, 1)
-    width: float = 1.0
-    refine_filters: int = 64
+    dcr_type: str = MEASURED.dcr_type
+    dilations: tuple = MEASURED.dilations
+    width: float = MEASURED.width
+    refine_filters: int = MEASURED.refine_filters
     num_classes: int = NUM_CLASSES
     blocks: tuple = (3, 4, 6, 3)
-    architecture: str = 'dcr'
+    architecture: str = MEASURED.architecture
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:

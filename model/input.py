@@ -15,21 +15,23 @@ import dataclasses
 import tensorflow.compat.v1 as tf
 
 from model import records, warp
+from model.recipes import MEASURED
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 
 
 @dataclasses.dataclass
 class AugmentConfig:
-    """Training-time sampling and augmentation settings (0 or False switches one off)."""
-    crop_size: int = 224
-    flip: bool = True
-    rotate_degrees: float = 10.0
-    scale_range: float = 0.1
-    intensity_scale: float = 0.1
-    intensity_shift: float = 0.1
-    tumour_fraction: float = 0.5
-    shuffle_buffer: int = 1024
+    """Training-time sampling and augmentation settings (0 or False switches one off); the
+    defaults are the measured recipe's (model.recipes)."""
+    crop_size: int = MEASURED.crop_size
+    flip: bool = MEASURED.flip
+    rotate_degrees: float = MEASURED.rotate_degrees
+    scale_range: float = MEASURED.scale_range
+    intensity_scale: float = MEASURED.intensity_scale
+    intensity_shift: float = MEASURED.intensity_shift
+    tumour_fraction: float = MEASURED.tumour_fraction
+    shuffle_buffer: int = MEASURED.shuffle_buffer
 
 
 def uniform(shape, seed, low, high):

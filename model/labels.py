@@ -48,6 +48,11 @@ def check_labels(labels, edition, path):
     return labels.astype(np.uint8)
 
 
+def region_probabilities(probabilities, region):
+    """Probability of `region`: the sum of its classes' probabilities ([..., 5] array or tensor)."""
+    return sum(probabilities[..., label] for label in REGIONS[region])
+
+
 def region_mask(labels, region):
     """Boolean mask of `region` ('WT', 'TC' or 'ET') in a label array."""
     return np.isin(labels, REGIONS[region])

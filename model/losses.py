@@ -4,18 +4,20 @@ import dataclasses
 
 import tensorflow.compat.v1 as tf
 
-from model.labels import NUM_CLASSES, REGIONS
+from model.labels import NUM_CLASSES, REGIONS, region_probabilities
 from model.layers import WEIGHT_DECAY_COLLECTION
+from model.recipes import MEASURED
 
 _SMOOTH = 1.0
 
 
 @dataclasses.dataclass
 class LossConfig:
-    """Loss settings. class_weights: one weight per class 0-4, or None for uniform."""
-    weight_decay: float = 1e-4
-    class_weights: tuple = None
-    dice_weight: float = 0.0
+    """Loss settings (defaults: the measured recipe's). class_weights: one weight per class 0-4,
+    or None for uniform."""
+    weight_decay: float = MEASURED.weight_decay
+    class_weights: tuple = MEASURED.class_weights
+    dice_weight: float = MEASURED.dice_weight
 
 
 def cross_entropy(logits, labels, class_weights=None):
@@ -25,11 +27,6 @@ def cross_entropy(logits, labels, class_weights=None):
         return tf.reduce_mean(losses)
     weights = tf.gather(tf.constant(class_weights, tf.float32), labels)
     return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
-
-
-def region_probabilities(probabilities, region):
-    """Probability of a region: the sum of its classes' softmax probabilities."""
-    return tf.add_n([probabilities[..., label] for label in REGIONS[region]])
 
 
 def soft_dice(logits, labels):

@@ -20,78 +20,13 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 from model import checkpoints, export
 from model.dcr import NUM_CLASSES, OUTPUT_STRIDE, build_network
 from model.errors import InputError
-from model.losses import region_probabilities
+from model.decoding import TEST_TIME_AUGMENTATIONS, decode
 from model.normalization import ZSCORE, brain_mask, intensity_stats, normalize, standardize
-from model.postprocess import check_component_limits, remove_small_components
+from model.postprocess import remove_small_components
 
 WINDOW_MARGIN = 8   # background voxels kept around the brain on each side
 
-DECODINGS = ('argmax', 'regions')
-
 Window = collections.namedtuple('Window', 'height width start_y start_x')
-
-
-def region_labels(probabilities, tumour_threshold=0.5):
-    """uint8 labels of [..., 5] class probabilities, decided region by region.
-
-    The scored regions are nested (ET in TC in WT), so each is decided by its own summed
-    probability: tumour where P(WT) / (P(WT) + P(background)) > tumour_threshold (at 0.5,
-    exactly where P(WT) > P(background), however the probabilities are rounded); core, among
-    tumour, where P(TC) > P(oedema); enhancing, within the core, where P(ET) > P(necrosis) +
-    P(non-enhancing); the rest of the core is whichever of necrosis and non-enhancing is
-    likelier. Plain argmax instead lets background win wherever the tumour probability is split
-    across classes.
-    """
-    whole, core, enhancing = (region_probabilities(probabilities, region) for region in ('WT', 'TC', 'ET'))
-    is_whole = (1.0 - tumour_threshold) * whole > tumour_threshold * probabilities[..., 0]
-    is_core = tf.logical_and(is_whole, core > whole - core)
-    is_enhancing = tf.logical_and(is_core, enhancing > core - enhancing)
-    rest_of_core = tf.where_v2(probabilities[..., 3] > probabilities[..., 1], 3, 1)
-    labels = tf.where_v2(is_enhancing, 4, tf.where_v2(is_core, rest_of_core, tf.where_v2(is_whole, 2, 0)))
-    return tf.cast(labels, tf.uint8)
-
-
-def check_decoding(decoding, tumour_threshold=0.5):
-    """Raise InputError unless the decoding is known and the threshold is one it can use."""
-    if decoding not in DECODINGS:
-        raise InputError('decoding must be one of {}, not {!r}'.format(', '.join(DECODINGS), decoding))
-    if not 0.0 < tumour_threshold < 1.0:
-        raise InputError('tumour threshold must be between 0 and 1, not {}'.format(tumour_threshold))
-    if tumour_threshold != 0.5 and decoding != 'regions':
-        raise InputError('a tumour threshold other than 0.5 needs regions decoding')
-
-
-TestTime = collections.namedtuple('TestTime', 'flip scales')
-# Inference.py's --tta: which variants of each window are predicted and averaged. 'none' is one
-# forward pass (the paper's); 'flip' adds the left-right mirror image, in the same batch (2 passes);
-# 'zooms' also zooms each window by 0.8 to 1.2 (10 passes). docs/accuracy.md, "Defaults", measures them.
-TEST_TIME_AUGMENTATIONS = collections.OrderedDict((
-    ('none', TestTime(False, (1.0,))),
-    ('flip', TestTime(True, (1.0,))),
-    ('zooms', TestTime(True, (0.8, 0.9, 1.0, 1.1, 1.2))),
-))
-
-
-def check_tta(tta):
-    """Raise InputError unless `tta` names one of TEST_TIME_AUGMENTATIONS."""
-    if tta not in TEST_TIME_AUGMENTATIONS:
-        raise InputError('test-time augmentation must be one of {}, not {!r}'.format(
-            ', '.join(TEST_TIME_AUGMENTATIONS), tta))
-
-
-def tumour_threshold_for(decoding, threshold, regions_default):
-    """`threshold` when given (not None), else `regions_default` for regions decoding and 0.5,
-    the threshold argmax implies, for argmax."""
-    if threshold is not None:
-        return threshold
-    return regions_default if decoding == 'regions' else 0.5
-
-
-def decode(probabilities, decoding, tumour_threshold=0.5):
-    """uint8 labels of [..., 5] class probabilities by 'argmax' (the paper's) or 'regions'."""
-    if decoding == 'regions':
-        return region_labels(probabilities, tumour_threshold)
-    return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
 
 
 def _identity(tensor):
@@ -163,31 +98,23 @@ class Predictor:
     decoding; member k's variables live under the variable scope `member<k>` (see
     member_variables), a single network's at the top level, as in training. Volumes are
     standardised with `normalization`, the one the networks' training records were written with.
-    `tta` names the test-time variants whose probabilities are averaged (TEST_TIME_AUGMENTATIONS):
-    a window's mirror image goes through the network in the same batch as the window, and each
-    zoom is one more batch whose probabilities are zoomed back. The labelled volume then loses its
-    tumour components smaller than `min_component_size` voxels or than `min_component_fraction` of
-    its largest (model.postprocess).
+    The decoding's `tta` names the test-time variants whose probabilities are averaged: a window's
+    mirror image goes through the network in the same batch as the window, and each zoom is one
+    more batch whose probabilities are zoomed back. The labelled volume then loses the tumour
+    components the decoding's limits name (model.postprocess).
     """
 
-    def __init__(self, network_config, batch_size=8, tta='none', margin=WINDOW_MARGIN, decoding='argmax',
-                 tumour_threshold=0.5, normalization=ZSCORE, min_component_size=0, min_component_fraction=0.0):
-        """network_config: a NetworkConfig, or a list of them for an ensemble."""
-        check_tta(tta)
-        check_decoding(decoding, tumour_threshold)
-        check_component_limits(min_component_size, min_component_fraction)
+    def __init__(self, network_config, decoding, batch_size, normalization=ZSCORE, margin=WINDOW_MARGIN):
+        """network_config: a NetworkConfig, or a list of them for an ensemble; decoding: a
+        model.decoding.Decoding; batch_size: brain slices per forward pass."""
         self.network_configs = list(network_config) if isinstance(network_config, (list, tuple)) else [network_config]
         if not self.network_configs:
             raise InputError('an ensemble needs at least one network')
-        self.batch_size = batch_size
-        self.tta = tta
-        self.flip, self.scales = TEST_TIME_AUGMENTATIONS[tta]
         self.decoding = decoding
-        self.tumour_threshold = tumour_threshold
+        self.batch_size = batch_size
+        self.flip, self.scales = TEST_TIME_AUGMENTATIONS[decoding.tta]
         self.margin = margin
         self.normalization = normalization
-        self.min_component_size = min_component_size
-        self.min_component_fraction = min_component_fraction
         self._graphs = {}
 
     def build(self, graph):
@@ -206,7 +133,7 @@ class Predictor:
                 variants = self._variants(images)
                 probabilities = tf.add_n([self._member_probabilities(variants, index)
                                           for index in range(len(self.network_configs))]) / len(self.network_configs)
-                labels = decode(probabilities, self.decoding, self.tumour_threshold)
+                labels = decode(probabilities, self.decoding)
             self._graphs[height, width] = (raw, mean, std, probabilities, labels)
         return self._graphs[height, width]
 
@@ -321,8 +248,9 @@ class Predictor:
           progress: optional callable(number_of_slices_done) for progress bars.
         """
         labels = self._run_windows(session, image, False, progress)
-        if self.min_component_size or self.min_component_fraction:
-            labels = remove_small_components(labels, self.min_component_size, self.min_component_fraction)
+        if self.decoding.min_component_size or self.decoding.min_component_fraction:
+            labels = remove_small_components(labels, self.decoding.min_component_size,
+                                             self.decoding.min_component_fraction)
         return labels
 
 
@@ -333,8 +261,8 @@ class ExportPredictor(Predictor):
     the variants and decodes them. Preprocessing, windows, variants and decoding are Predictor's, so
     an export predicts what its checkpoint does."""
 
-    def __init__(self, network_config, export_input, export_probabilities, **options):
-        super().__init__(network_config, **options)
+    def __init__(self, network_config, export_input, export_probabilities, decoding, batch_size, normalization):
+        super().__init__(network_config, decoding, batch_size, normalization)
         self.export_input, self.export_probabilities = export_input, export_probabilities
         self._stages = {}
 
@@ -349,7 +277,7 @@ class ExportPredictor(Predictor):
                 variants = self._variants(images)
                 outputs = [tf.placeholder(tf.float32, batch.shape.as_list()[:3] + [NUM_CLASSES]) for batch, _ in variants]
                 probabilities = self._combined([undo(output) for (_, undo), output in zip(variants, outputs)])
-                labels = decode(probabilities, self.decoding, self.tumour_threshold)
+                labels = decode(probabilities, self.decoding)
             self._stages[height, width] = (raw, mean, std, [batch for batch, _ in variants], outputs,
                                            probabilities, labels)
         return self._stages[height, width]
@@ -383,16 +311,14 @@ def session_config(gpu_memory_fraction=0.0, bfloat16=False):
 
 
 @contextlib.contextmanager
-def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_fraction=0.0, bfloat16=False,
-                       **predictor_options):
+def restored_predictor(ckpt_dirs, checkpoint, decoding, batch_size, *, gpu_memory_fraction=0.0, bfloat16=False):
     """Yield (session, Predictor, checkpoint paths) for one training run folder or several.
 
     Each network is rebuilt from its CKPT/config.json and restored from the checkpoint that
     `checkpoint` names (see model.checkpoints.find_checkpoint): a keyword, or a path when one
     folder is given. Several folders make an ensemble that averages their probabilities; its
     members must share one intensity normalisation. `bfloat16` runs the convolutions in bfloat16
-    (session_config). predictor_options (batch_size, tta, decoding, tumour_threshold,
-    min_component_size, min_component_fraction) go to Predictor.
+    (session_config). `decoding` (a model.decoding.Decoding) and `batch_size` go to Predictor.
     """
     ckpt_dirs = [ckpt_dirs] if isinstance(ckpt_dirs, str) else list(ckpt_dirs)
     configs = [checkpoints.read_config(ckpt_dir)[0] for ckpt_dir in ckpt_dirs]
@@ -404,7 +330,7 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
     if any(normalization != normalizations[0] for normalization in normalizations):
         raise InputError('{}: networks trained on records of different intensity normalisations cannot '
                          'form an ensemble'.format(', '.join(ckpt_dirs)))
-    predictor = Predictor(configs, normalization=normalizations[0], **predictor_options)
+    predictor = Predictor(configs, decoding, batch_size, normalizations[0])
     with tf.Graph().as_default() as graph, tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
         predictor.build(graph)
         for index, path in enumerate(paths):
@@ -413,13 +339,13 @@ def restored_predictor(ckpt_dirs, checkpoint=checkpoints.LATEST, *, gpu_memory_f
 
 
 @contextlib.contextmanager
-def exported_predictor(export_dir, *, gpu_memory_fraction=0.0, bfloat16=False, **predictor_options):
+def exported_predictor(export_dir, decoding, batch_size, *, gpu_memory_fraction=0.0, bfloat16=False):
     """Yield (session, ExportPredictor, [the version folder]) for an export of Export.py: a folder
-    with saved_model.pb, or one of version folders (the highest is taken). predictor_options go to
-    Predictor, as for restored_predictor."""
+    with saved_model.pb, or one of version folders (the highest is taken). `decoding` and
+    `batch_size` go to Predictor, as for restored_predictor."""
     version_dir = export.resolve(export_dir)
     normalization, network_config = export.read_preprocessing(version_dir)
     with tf.Graph().as_default(), tf.Session(config=session_config(gpu_memory_fraction, bfloat16)) as session:
         export_input, export_probabilities = export.load(session, version_dir)
-        yield session, ExportPredictor(network_config, export_input, export_probabilities,
-                                       normalization=normalization, **predictor_options), [version_dir]
+        yield session, ExportPredictor(network_config, export_input, export_probabilities, decoding, batch_size,
+                                       normalization), [version_dir]

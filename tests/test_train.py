@@ -17,11 +17,13 @@ tf.disable_v2_behavior()
 import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Inference  # noqa: E402
 import Train  # noqa: E402
-from model import checkpoints, training  # noqa: E402
+from model import checkpoints, training, training_graph  # noqa: E402
 from model.cpu import cpu_has_bfloat16  # noqa: E402
 from model.dcr import NetworkConfig, build_network  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.predict import restored_predictor  # noqa: E402
+from model.recipes import MEASURED  # noqa: E402
+from model.training_settings import Schedule, ValidationConfig  # noqa: E402
 from model.records import resolve_records  # noqa: E402
 
 NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
@@ -29,6 +31,19 @@ EXPECTED_CONFIG = NetworkConfig(dcr_type='C', dilations=(6, 3, 2, 1), width=0.12
 TINY_RUN = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',
             '--save-every-steps', '1', '--summary-every-steps', '1',
             '--validate-every-steps', '100'] + NETWORK
+
+
+def validation_config(select_on='mean', **decoding):
+    """A ValidationConfig without patients: the measured decoding with `decoding` in place."""
+    return ValidationConfig(patients=(), decoding=MEASURED.decoding.overridden(**decoding), select_on=select_on)
+
+
+def schedule(**settings):
+    """A Schedule with Train.py's bookkeeping and `settings` in place."""
+    bookkeeping = dict(save_every_steps=Train.SAVE_EVERY_STEPS, save_every_minutes=Train.SAVE_EVERY_MINUTES,
+                       keep_checkpoints=Train.KEEP_CHECKPOINTS, summary_every_steps=Train.SUMMARY_EVERY_STEPS,
+                       validate_every_steps=Train.VALIDATE_EVERY_STEPS, time_budget_minutes=0.0)
+    return Schedule(**dict(bookkeeping, **settings))
 
 
 def train(data, ckpt_dir, *extra, val_list=''):
@@ -104,10 +119,11 @@ def test_tensorboard_events_in_the_log_dir(first_run):
 def test_validation_keeps_the_best_checkpoint(first_run):
     best = first_run['best']
     assert set(best) == {'WT', 'TC', 'ET', 'mean', 'step', 'select_on', 'decoding', 'tta', 'tumour_threshold',
-                         'min_component_fraction'}
+                         'min_component_size', 'min_component_fraction'}
+    decoding = MEASURED.decoding
     assert (best['select_on'], best['decoding'], best['tta'], best['tumour_threshold'],
-            best['min_component_fraction']) == (Train.SELECT_ON, Train.VAL_DECODING, Train.VAL_TTA,
-                                                Train.VAL_TUMOUR_THRESHOLD, Train.VAL_MIN_COMPONENT_FRACTION)
+            best['min_component_fraction']) == (Train.SELECT_ON, decoding.method, decoding.tta,
+                                                decoding.tumour_threshold, decoding.min_component_fraction)
     assert all(0.0 <= best[name] <= 1.0 for name in ('WT', 'TC', 'ET', 'mean'))
     np.testing.assert_allclose(best['mean'], np.mean([best['WT'], best['TC'], best['ET']]))
     assert first_run['best_checkpoint'] == os.path.join(
@@ -240,14 +256,15 @@ def test_nan_loss_stops_without_saving_that_step(data, tmp_path):
 
 
 def test_learning_rate_schedules_follow_progress():
-    from model.training import Schedule, learning_rate, progress
-    schedule = Schedule(num_steps=100, learning_rate=1e-3, time_budget_minutes=10.0)
-    assert progress(50, 0.0, schedule) == 0.5
-    assert progress(10, 300.0, schedule) == 0.5        # the time budget is further along
-    assert progress(200, 0.0, schedule) == 1.0
+    from model.training import progress
+    from model.training_graph import learning_rate
+    budgeted = schedule(num_steps=100, learning_rate=1e-3, time_budget_minutes=10.0)
+    assert progress(50, 0.0, budgeted) == 0.5
+    assert progress(10, 300.0, budgeted) == 0.5        # the time budget is further along
+    assert progress(200, 0.0, budgeted) == 1.0
     with tf.Graph().as_default(), tf.Session() as session:
         share = tf.placeholder(tf.float32, [])
-        rates = {decay: learning_rate(Schedule(num_steps=1, learning_rate=1e-3, lr_decay=decay), share)
+        rates = {decay: learning_rate(schedule(num_steps=1, learning_rate=1e-3, lr_decay=decay), share)
                  for decay in ('none', 'cosine', 'poly')}
         for decay, start, middle in (('none', 1e-3, 1e-3), ('cosine', 1e-3, 5e-4), ('poly', 1e-3, 1e-3 * 0.5 ** 0.9)):
             got = [session.run(rates[decay], {share: value}) for value in (0.0, 0.5, 1.0)]
@@ -297,7 +314,7 @@ def test_inference_ensemble_of_a_network_with_itself_matches_the_network(data, f
                                   + ckpt_flags) == 0
         assert len(os.listdir(output)) == 1
         labels[name] = read_volume(os.path.join(output, os.listdir(output)[0]))[0]
-        with restored_predictor(ckpt_dirs, tta=Inference.TTA) as (session, predictor, _):
+        with restored_predictor(ckpt_dirs, checkpoints.LATEST, Inference.DECODING, 8) as (session, predictor, _):
             probabilities[name] = predictor.probabilities(session, image)
     np.testing.assert_allclose(probabilities['ensemble'], probabilities['single'], atol=1e-6)
     # The graphs that decode differ ((p + p) / 2 against p / 1, rewritten by grappler), which moves
@@ -326,8 +343,8 @@ def test_the_seed_fixes_the_initial_weights_and_batches(data, tmp_path):
 
 def test_a_resumed_run_draws_a_stream_of_its_own(first_run, tmp_path):
     fresh = str(tmp_path / 'fresh')
-    assert training.run_seed(0, fresh) == training.run_seed(0, fresh) != training.run_seed(1, fresh)
-    assert training.run_seed(0, first_run['ckpt']) != training.run_seed(0, fresh)
+    assert training_graph.run_seed(0, fresh) == training_graph.run_seed(0, fresh) != training_graph.run_seed(1, fresh)
+    assert training_graph.run_seed(0, first_run['ckpt']) != training_graph.run_seed(0, fresh)
 
 
 @pytest.mark.parametrize('flags, problem', [
@@ -363,7 +380,7 @@ def best_json(ckpt_dir):
 
 
 def test_the_best_checkpoint_is_chosen_on_the_selected_score(tmp_path):
-    ckpt, on_wt = str(tmp_path), training.ValidationConfig(select_on='WT')
+    ckpt, on_wt = str(tmp_path), validation_config(select_on='WT')
     saved, _ = offer_all(ckpt, on_wt, [scores(0.5, 0.9, 0.9), scores(0.6, 0.1, 0.1), scores(0.55, 0.9, 0.9)])
     assert saved == [True, True, False]
     with open(best_json(ckpt)) as stream:
@@ -374,18 +391,18 @@ def test_the_best_checkpoint_is_chosen_on_the_selected_score(tmp_path):
     assert offer_all(ckpt, on_wt, [scores(0.59, 0.9, 0.9)]) == ([False], [])
 
 
-@pytest.mark.parametrize('resumed_with', [training.ValidationConfig(select_on='mean'),
-                                          training.ValidationConfig(select_on='WT', tta='flip')])
+@pytest.mark.parametrize('resumed_with', [validation_config(select_on='mean'),
+                                          validation_config(select_on='WT', tta='none')])
 def test_selection_starts_again_when_resumed_with_other_validation_settings(tmp_path, resumed_with):
     ckpt = str(tmp_path)
-    offer_all(ckpt, training.ValidationConfig(select_on='WT'), [scores(0.9, 0.9, 0.9)])
+    offer_all(ckpt, validation_config(select_on='WT'), [scores(0.9, 0.9, 0.9)])
     saved, logged = offer_all(ckpt, resumed_with, [scores(0.2, 0.2, 0.2)])
     assert saved == [True]
     assert len(logged) == 1 and 'other validation settings' in logged[0]
 
 
 def test_selection_starts_again_when_best_json_is_not_of_the_kept_checkpoint(tmp_path):
-    ckpt, validation = str(tmp_path), training.ValidationConfig()
+    ckpt, validation = str(tmp_path), validation_config()
     offer_all(ckpt, validation, [scores(0.9, 0.9, 0.9)])
     with open(best_json(ckpt)) as stream:
         best = json.load(stream)
@@ -397,27 +414,25 @@ def test_selection_starts_again_when_best_json_is_not_of_the_kept_checkpoint(tmp
 
 
 def test_a_best_json_of_an_older_run_counts_as_argmax_validation_on_the_mean(tmp_path):
-    ckpt = str(tmp_path)
-    offer_all(ckpt, training.ValidationConfig(), [scores(0.9, 0.9, 0.9)])
+    ckpt, legacy = str(tmp_path), validation_config(tta='none', method='argmax')
+    offer_all(ckpt, legacy, [scores(0.9, 0.9, 0.9)])
     with open(best_json(ckpt)) as stream:
         best = json.load(stream)
     with open(best_json(ckpt), 'w') as stream:
         json.dump({name: best[name] for name in ('WT', 'TC', 'ET', 'mean', 'step')}, stream)
-    assert offer_all(ckpt, training.ValidationConfig(), [scores(0.2, 0.2, 0.2)]) == ([False], [])
+    assert offer_all(ckpt, legacy, [scores(0.2, 0.2, 0.2)]) == ([False], [])
+    assert offer_all(ckpt, validation_config(), [scores(0.2, 0.2, 0.2)])[0] == [True]   # the measured decoding
 
 
 def test_validation_flags_reach_the_validation_config():
     args = Train.parse_args(['--val-list', '', '--val-decoding', 'argmax', '--val-tta', 'zooms',
                              '--select-on', 'WT', '--val-min-component-fraction', '0.3'])
-    validation = Train.validation_config(args)
-    assert validation == training.ValidationConfig(patients=(), tta='zooms', decoding='argmax',
-                                                   tumour_threshold=0.5, min_component_fraction=0.3,
-                                                   select_on='WT')
+    decoding = Train.resolve_recipe(args).decoding
+    assert (decoding.tta, decoding.method, decoding.tumour_threshold, decoding.min_component_fraction) == (
+        'zooms', 'argmax', 0.5, 0.3)
     assert args.val_tumour_threshold == 0.5   # resolved, so config.json records it
-    defaults = Train.validation_config(Train.parse_args(['--val-list', '']))
-    assert (defaults.tta, defaults.decoding, defaults.tumour_threshold, defaults.min_component_fraction) == (
-        Inference.TTA, Inference.DECODING, Inference.tumour_threshold(Inference.parse_args([])),
-        Inference.MIN_COMPONENT_FRACTION)
+    defaults = Train.resolve_recipe(Train.parse_args(['--val-list', ''])).decoding
+    assert defaults == Inference.decoding_of(Inference.parse_args([]))
 
 
 def test_a_missing_validation_list_is_named(data, tmp_path):
@@ -430,7 +445,7 @@ def test_a_missing_validation_list_is_named(data, tmp_path):
 
 def test_an_unknown_selection_score_is_refused():
     with pytest.raises(InputError, match='selects on one of mean, WT, TC, ET'):
-        training.ValidationConfig(select_on='dice')
+        validation_config(select_on='dice')
 
 
 def test_a_negative_seed_is_refused(data, tmp_path):
@@ -455,9 +470,7 @@ def histogram_run(data):
         """The real Predictor, noting the normalisation and decoding of each validation prediction."""
 
         def predict(self, session, image):
-            validation_settings.append(dict(normalization=self.normalization, tta=self.tta,
-                                            decoding=self.decoding, tumour_threshold=self.tumour_threshold,
-                                            min_component_fraction=self.min_component_fraction))
+            validation_settings.append(dict(normalization=self.normalization, decoding=self.decoding))
             return super().predict(session, image)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -476,17 +489,14 @@ def test_validation_during_a_histogram_run_standardises_with_the_records_scale(h
 
 def test_validation_decodes_as_inference_does_by_default(histogram_run):
     assert histogram_run['validation_settings']
-    inference_defaults = dict(tta=Inference.TTA, decoding=Inference.DECODING,
-                              tumour_threshold=Inference.tumour_threshold(Inference.parse_args([])),
-                              min_component_fraction=Inference.MIN_COMPONENT_FRACTION)
-    assert all({key: settings[key] for key in inference_defaults} == inference_defaults
-               for settings in histogram_run['validation_settings'])
+    inference_defaults = Inference.decoding_of(Inference.parse_args([]))
+    assert all(settings['decoding'] == inference_defaults for settings in histogram_run['validation_settings'])
 
 
 def test_a_histogram_run_hands_its_records_scale_to_inference(histogram_run):
     assert histogram_run['normalization']['method'] == 'histogram'
     assert checkpoints.read_normalization(histogram_run['ckpt']) == histogram_run['normalization']
-    with restored_predictor(histogram_run['ckpt']) as (_, predictor, _):
+    with restored_predictor(histogram_run['ckpt'], checkpoints.LATEST, MEASURED.decoding, 8) as (_, predictor, _):
         assert predictor.normalization == histogram_run['normalization']
 
 
@@ -502,5 +512,5 @@ def test_resuming_on_records_of_another_normalisation_is_refused(data, histogram
 
 def test_networks_of_different_normalisations_cannot_form_an_ensemble(first_run, histogram_run):
     with pytest.raises(InputError, match='different intensity normalisations'):
-        with restored_predictor([first_run['ckpt'], histogram_run['ckpt']]):
+        with restored_predictor([first_run['ckpt'], histogram_run['ckpt']], checkpoints.LATEST, MEASURED.decoding, 8):
             pass

@@ -14,6 +14,11 @@ BRATS2018_SAMPLE = os.path.join(SHARED_DATA, 'brats2018_sample')
 TRAIN_SHAPE = (24, 96, 96)
 
 
+def pytest_configure(config):
+    """Register the marker of the slow end-to-end tests (`make test-fast` leaves them out)."""
+    config.addinivalue_line('markers', 'slow: end-to-end runs of the scripts; left out by make test-fast')
+
+
 @pytest.fixture(scope='session')
 def data(tmp_path_factory):
     """Records of 4 tiny phantom training patients, and a validation list of a fifth."""

@@ -55,7 +55,8 @@ def test_bfloat16_logits_stay_close_to_float32():
 def predicted_labels(bfloat16, image):
     """Labels of a tiny network with fixed weights, predicted with --tta flip, in float32 or bfloat16."""
     from model.predict import Predictor
-    predictor = Predictor(NETWORK, batch_size=4, tta='flip')
+    from model.recipes import MEASURED
+    predictor = Predictor(NETWORK, MEASURED.decoding.overridden(tta='flip'), 4)
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(0)
         predictor.build(graph)

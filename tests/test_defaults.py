@@ -55,4 +55,4 @@ def test_help_states_each_default_once_and_never_none(capsys):
         assert '(default: None)' not in help_text, script.__name__
         assert '(default: ' in help_text, script.__name__
     inference_help = help_of(Inference, capsys)
-    assert inference_help.count('(default: {})'.format(Inference.TTA)) == 1
+    assert inference_help.count('(default: {})'.format(Inference.DECODING.tta)) == 1

@@ -237,21 +237,24 @@ def test_inference_refuses_a_checkpoint_of_another_network(pipeline, tmp_path):
     assert not (tmp_path / 'pred').exists() or os.listdir(str(tmp_path / 'pred')) == []
 
 
-@pytest.mark.parametrize('flags, decoding, threshold', [
-    ([], Inference.DECODING, Inference.TUMOUR_THRESHOLD if Inference.DECODING == 'regions' else 0.5),
-    (['--decoding', 'regions'], 'regions', Inference.TUMOUR_THRESHOLD),
+REGIONS_THRESHOLD = Inference.DECODING.tumour_threshold if Inference.DECODING.method == 'regions' else 0.5
+
+
+@pytest.mark.parametrize('flags, method, threshold', [
+    ([], Inference.DECODING.method, Inference.DECODING.tumour_threshold),
+    (['--decoding', 'regions'], 'regions', REGIONS_THRESHOLD),
     (['--decoding', 'regions', '--tumour-threshold', '0.3'], 'regions', 0.3),
     (['--decoding', 'argmax'], 'argmax', 0.5),
 ])
-def test_inference_decodes_at_its_tumour_threshold_unless_told_otherwise(flags, decoding, threshold):
-    args = Inference.parse_args(flags)
-    assert (args.decoding, Inference.tumour_threshold(args)) == (decoding, threshold)
+def test_inference_decodes_at_its_tumour_threshold_unless_told_otherwise(flags, method, threshold):
+    decoding = Inference.decoding_of(Inference.parse_args(flags))
+    assert (decoding.method, decoding.tumour_threshold) == (method, threshold)
 
 
-@pytest.mark.parametrize('flags, tta', [([], Inference.TTA), (['--tta', 'none'], 'none'), (['--tta', 'flip'], 'flip'),
-                                        (['--tta', 'zooms'], 'zooms')])
+@pytest.mark.parametrize('flags, tta', [([], Inference.DECODING.tta), (['--tta', 'none'], 'none'),
+                                        (['--tta', 'flip'], 'flip'), (['--tta', 'zooms'], 'zooms')])
 def test_inference_reads_its_one_test_time_switch(flags, tta):
-    assert Inference.parse_args(flags).tta == tta
+    assert Inference.decoding_of(Inference.parse_args(flags)).tta == tta
 
 
 @pytest.mark.parametrize('flags', [['--tta', 'accurate'], ['--flip'], ['--scales', '1'], ['--rotations', '0']])
@@ -475,7 +478,8 @@ def test_plain_tensorflow_gets_the_labels_inference_gets_from_the_checkpoint(exp
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=''), cwd=str(tmp_path))
     assert client.returncode == 0, client.stderr[-2000:]
     outputs = np.load(str(tmp_path / 'outputs.npz'))
-    with predict.restored_predictor(paths['ckpt'], decoding='argmax') as (session, predictor, _):
+    argmax = Inference.DECODING.overridden(tta='none', method='argmax')
+    with predict.restored_predictor(paths['ckpt'], 'latest', argmax, 8) as (session, predictor, _):
         raw, mean, std, probabilities, labels = predictor.window_ops(session.graph, *image.shape[1:3])
         expected = session.run({'probabilities': probabilities, 'labels': labels},
                                {raw: image.astype(np.float32), mean: intensity_stats(image)[0],

@@ -7,6 +7,7 @@ from scipy import ndimage
 tf.disable_v2_behavior()
 
 from model import dcr, phantom, predict  # noqa: E402  (after disable_v2_behavior)
+from model.decoding import TEST_TIME_AUGMENTATIONS, Decoding, decode  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.postprocess import remove_small_components  # noqa: E402
 from model import normalization  # noqa: E402
@@ -14,6 +15,16 @@ from model.normalization import CLIP_SD  # noqa: E402
 
 TINY = dcr.NetworkConfig(width=0.125, refine_filters=8)
 CHANNELS = ('Flair', 'T1', 'T1c', 'T2')   # model.brats.MODALITIES order
+
+
+def decoding(tta='none', method='argmax', tumour_threshold=0.5, min_component_size=0, min_component_fraction=0.0):
+    """A Decoding: the paper's one-pass argmax unless told otherwise."""
+    return Decoding(tta, method, tumour_threshold, min_component_size, min_component_fraction)
+
+
+def tiny_predictor(normalization=normalization.ZSCORE, **settings):
+    """A Predictor of the tiny network, 4 slices a batch, decoding as `settings` say."""
+    return predict.Predictor(TINY, decoding(**settings), 4, normalization)
 
 
 def phantom_image(shape, seed=0):
@@ -95,9 +106,10 @@ def test_brain_window_of_an_empty_mask():
 # ---------------------------------------------------------------- decoding
 
 
-def decode_with_tf(probabilities, decoding, tumour_threshold=0.5):
+def decode_with_tf(probabilities, method, tumour_threshold=0.5):
     with tf.Graph().as_default(), tf.Session() as session:
-        return session.run(predict.decode(tf.constant(probabilities, tf.float32), decoding, tumour_threshold))
+        return session.run(decode(tf.constant(probabilities, tf.float32), decoding(method=method,
+                                                                                  tumour_threshold=tumour_threshold)))
 
 
 @pytest.mark.parametrize('probabilities, argmax_label, region_label', [
@@ -149,7 +161,7 @@ def test_a_lower_tumour_threshold_adds_tumour_and_keeps_the_core_decisions():
 ])
 def test_unknown_decodings_and_unusable_thresholds_are_refused(decoding, threshold, message):
     with pytest.raises(InputError, match=message):
-        predict.Predictor(TINY, decoding=decoding, tumour_threshold=threshold)
+        tiny_predictor(method=decoding, tumour_threshold=threshold)
 
 
 # ---------------------------------------------------------------- Predictor
@@ -159,7 +171,7 @@ def test_unknown_decodings_and_unusable_thresholds_are_refused(decoding, thresho
 def network():
     """A graph and session with a random tiny network, and a Predictor built into it."""
     graph = tf.Graph()
-    predictor = predict.Predictor(TINY, batch_size=4)
+    predictor = tiny_predictor()
     with graph.as_default():
         tf.set_random_seed(0)
         predictor.build(graph)
@@ -221,10 +233,10 @@ def reference_probabilities(probabilities_of, normalised, flip, scales):
     return total / len(scales)
 
 
-@pytest.mark.parametrize('tta', list(predict.TEST_TIME_AUGMENTATIONS))
+@pytest.mark.parametrize('tta', list(TEST_TIME_AUGMENTATIONS))
 def test_predict_equals_the_network_on_the_normalised_brain_windows(network, image, tta):
     graph, session, predictor = network
-    predictor = predict.Predictor(TINY, batch_size=4, tta=tta)
+    predictor = tiny_predictor(tta=tta)
     labels = predictor.predict(session, image)
     brain = np.any(image != 0, axis=-1)
     _, _, _, plan = predictor.plan(image)
@@ -242,7 +254,7 @@ def test_predict_equals_the_network_on_the_normalised_brain_windows(network, ima
         placeholder, probabilities = probability_ops[images.shape[1:3]]
         return session.run(probabilities, {placeholder: images})
 
-    flip, scales = predict.TEST_TIME_AUGMENTATIONS[tta]
+    flip, scales = TEST_TIME_AUGMENTATIONS[tta]
     for batch, window in (plan[0], plan[len(plan) // 2], plan[-1]):
         cut = predict.cut_window(image[batch], window)
         normalised = reference_normalisation(cut, image[brain]).astype(np.float32)
@@ -265,8 +277,8 @@ def test_predict_equals_the_network_on_the_normalised_brain_windows(network, ima
 
 def test_the_test_time_variants_change_the_prediction(network, image):
     graph, session, _ = network
-    labels = {tta: predict.Predictor(TINY, batch_size=4, tta=tta).predict(session, image)
-              for tta in predict.TEST_TIME_AUGMENTATIONS}
+    labels = {tta: tiny_predictor(tta=tta).predict(session, image)
+              for tta in TEST_TIME_AUGMENTATIONS}
     assert (labels['flip'] != labels['none']).any() and (labels['zooms'] != labels['flip']).any()
     for value in labels.values():
         assert not value[~np.any(image != 0, axis=(1, 2, 3))].any()
@@ -275,7 +287,7 @@ def test_the_test_time_variants_change_the_prediction(network, image):
 @pytest.mark.parametrize('tta', ['', 'rotations', 'Flip'])
 def test_unknown_test_time_augmentations_are_refused(tta):
     with pytest.raises(InputError, match='test-time augmentation must be one of none, flip, zooms'):
-        predict.Predictor(TINY, tta=tta)
+        tiny_predictor(tta=tta)
 
 
 def network_passes(graph, scope):
@@ -289,7 +301,7 @@ def test_flip_predicts_the_mirror_image_in_the_same_batch_and_shares_the_variabl
     variables = len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))
     for tta, passes in (('flip', 1), ('zooms', 5)):
         with graph.as_default(), tf.name_scope(tta):
-            predict.Predictor(TINY, tta=tta).window_ops(graph, 64, 64)
+            tiny_predictor(tta=tta).window_ops(graph, 64, 64)
         assert network_passes(graph, tta) == passes   # one network per zoom; the mirror image is in its batch
     assert len(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)) == variables  # shared
 
@@ -315,7 +327,7 @@ def test_frame_smaller_than_the_crop_is_padded(network):
 def test_region_decoding_finds_at_least_the_argmax_tumour(network, image):
     graph, session, predictor = network
     argmax = predictor.predict(session, image)
-    regions = predict.Predictor(TINY, batch_size=4, decoding='regions').predict(session, image)
+    regions = tiny_predictor(method='regions').predict(session, image)
     assert regions.shape == argmax.shape and regions.dtype == np.uint8
     assert not np.any((argmax > 0) & (regions == 0))
     assert not regions[~np.any(image != 0, axis=(1, 2, 3))].any()
@@ -325,13 +337,13 @@ def test_predict_removes_the_components_it_is_told_to(network, image):
     graph, session, _ = network
     split = image.copy()
     split[10:13] = 0        # two parts of brain, hence at least two tumour components
-    labels = predict.Predictor(TINY, batch_size=4, decoding='regions').predict(session, split)
+    labels = tiny_predictor(method='regions').predict(session, split)
     components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
     assert count >= 2, 'one tumour component: the check is void'
     second_largest = sorted(np.bincount(components.ravel())[1:])[-2]
     for min_size, min_fraction in ((0, 1.0), (second_largest + 1, 0.0)):
-        cleaned = predict.Predictor(TINY, batch_size=4, decoding='regions', min_component_size=min_size,
-                                    min_component_fraction=min_fraction).predict(session, split)
+        cleaned = tiny_predictor(method='regions', min_component_size=min_size,
+                            min_component_fraction=min_fraction).predict(session, split)
         expected = remove_small_components(labels, min_size, min_fraction)
         assert (expected != labels).any() and (expected > 0).any()
         np.testing.assert_array_equal(cleaned, expected)
@@ -345,11 +357,11 @@ def test_predict_standardises_the_volume_with_the_networks_normalisation(network
     others[0][..., 0] = np.where(others[0][..., 0] != 0, np.rint(others[0][..., 0] ** 1.5 / 10), 0)
     histogram = normalization.learn_histogram([normalization.landmarks(other) for other in others])
     standardized = normalization.standardize(image, histogram)
-    histogram_predictor = predict.Predictor(TINY, batch_size=4, normalization=histogram)
+    histogram_predictor = tiny_predictor(normalization=histogram)
     np.testing.assert_array_equal(histogram_predictor.plan(image)[0], standardized)
     labels = histogram_predictor.predict(session, image)
-    np.testing.assert_array_equal(labels, predict.Predictor(TINY, batch_size=4).predict(session, standardized))
-    assert not np.array_equal(labels, predict.Predictor(TINY, batch_size=4).predict(session, image))
+    np.testing.assert_array_equal(labels, tiny_predictor().predict(session, standardized))
+    assert not np.array_equal(labels, tiny_predictor().predict(session, image))
 
 
 def saved_network(ckpt_dir, seed):
@@ -357,7 +369,7 @@ def saved_network(ckpt_dir, seed):
     from model import checkpoints
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
-        predict.Predictor(TINY).build(tf.get_default_graph())
+        tiny_predictor().build(tf.get_default_graph())
         step = tf.train.get_or_create_global_step()
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
@@ -379,7 +391,7 @@ def network_probabilities(ckpt_dir, images):
 
 def test_an_ensemble_averages_its_members_probabilities(tmp_path, image):
     members = [saved_network(tmp_path / 'a', seed=1), saved_network(tmp_path / 'b', seed=2)]
-    with predict.restored_predictor(members, batch_size=4) as (session, predictor, paths):
+    with predict.restored_predictor(members, 'latest', decoding(), 4) as (session, predictor, paths):
         labels = predictor.predict(session, image)
         assert paths == [tf.train.latest_checkpoint(member) for member in members]
         assert {v.op.name.split('/')[0] for v in tf.global_variables()} == {'member0', 'member1'}
@@ -403,7 +415,7 @@ def test_one_checkpoint_path_cannot_serve_an_ensemble_but_a_keyword_can(tmp_path
     from model import checkpoints
     members = [saved_network(tmp_path / 'a', seed=1), saved_network(tmp_path / 'b', seed=2)]
     with pytest.raises(InputError, match='cannot go with 2 checkpoint folders'):
-        with predict.restored_predictor(members, tf.train.latest_checkpoint(members[0])):
+        with predict.restored_predictor(members, tf.train.latest_checkpoint(members[0]), decoding(), 4):
             pass
-    with predict.restored_predictor(members, checkpoints.BEST) as (_, _, paths):   # no best/: the latest
+    with predict.restored_predictor(members, checkpoints.BEST, decoding(), 4) as (_, _, paths):   # no best/: the latest
         assert paths == [tf.train.latest_checkpoint(member) for member in members]

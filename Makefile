@@ -1,5 +1,6 @@
 # make demo : set up .venv and run the whole pipeline on the built-in phantom dataset
 # make test : set up .venv and run the tests
+# make test-fast: the tests without the slow end-to-end ones (the edit loop; under 3 minutes)
 # make bench: set up .venv and run the benchmarks (bench/run.py; real sizes, minutes)
 # make clean-demo: remove the demo's output
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test test-fast bench clean-demo
 
 $(VENV)/installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(VENV)/installed: requirements.txt requirements-test.txt
 
 test: $(VENV)/installed
 	$(BIN)/python -m pytest -q tests
+
+test-fast: $(VENV)/installed
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 demo: $(VENV)/installed
 	$(BIN)/python demo.py --work-dir $(DEMO)

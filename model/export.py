@@ -8,7 +8,8 @@ An export is TF Serving's layout, one folder per version:
       output 'probabilities'  float32 [N, H, W, 5]: softmax over the labels 0-4
       output 'labels'         uint8 [N, H, W]: their argmax
   OUTPUT/<version>/assets.extra/preprocessing.json    how to prepare the slices (PREPROCESSING),
-                              the intensity normalisation, the network and the checkpoint
+                              the intensity normalisation, the network, the checkpoint and the
+                              decoding Inference.py applies by default (model.recipes)
 
 The graph is the network alone (batch norm with its moving statistics), so anything that runs a
 SavedModel can use it; Inference.py --saved-model adds its own windows, test-time variants and
@@ -19,7 +20,7 @@ import os
 
 import tensorflow.compat.v1 as tf
 
-from model import checkpoints
+from model import checkpoints, recipes
 from model.atomic import atomic_output, remove_stale_partials
 from model.dcr import NUM_MODALITIES, OUTPUT_STRIDE, NetworkConfig, build_network
 from model.errors import InputError
@@ -55,7 +56,8 @@ def preprocessing_document(network_config, normalization, checkpoint):
             'outputs': list(OUTPUTS), 'labels': {'0': 'background', '1': 'necrosis', '2': 'oedema',
                                                  '3': 'non-enhancing tumour', '4': 'enhancing tumour'},
             'preprocessing': PREPROCESSING, 'clip_sd': CLIP_SD, 'normalization': normalization,
-            'network': network_config.to_dict(), 'checkpoint': checkpoint}
+            'network': network_config.to_dict(), 'checkpoint': checkpoint,
+            'decoding': recipes.MEASURED.decoding.to_dict()}
 
 
 def export(ckpt_dir, output_dir, checkpoint=checkpoints.LATEST, version=None):

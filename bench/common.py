@@ -275,6 +275,14 @@ def machine():
     }
 
 
+def vector_level(extensions):
+    """The widest vector instructions in `extensions` (a machine()'s cpu_vector_extensions), e.g. 'AVX2', for
+    the tables that compare rates measured on different CPUs."""
+    if 'avx512f' in extensions:
+        return 'AVX-512 with bfloat16' if 'avx512_bf16' in extensions else 'AVX-512'
+    return 'AVX2' if 'avx2' in extensions else 'no AVX2'
+
+
 def row(metric, value, unit='', target=None, passed=None, kind=None, digits=2):
     """One table row. kind: 'target' (pass/FAIL from `passed`), 'info' or 'reference'."""
     if kind is None:

@@ -34,8 +34,8 @@ ROOT = os.path.dirname(BENCH_DIR)
 sys.path[:] = [ROOT] + [path for path in sys.path if os.path.abspath(path or '.') != BENCH_DIR]
 
 from bench import common, conversion, inference, training  # noqa: E402
-from model.cpu import vector_level  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
+from bench.common import vector_level  # noqa: E402
+from bench.sections import replace_sections  # noqa: E402
 
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
 README = os.path.join(ROOT, 'README.md')

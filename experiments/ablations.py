@@ -20,11 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.sections import replace_sections  # noqa: E402
 from experiments import cross_validation, fold_selection, rule  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
 from model.errors import InputError  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'

@@ -31,14 +31,14 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 import Train  # noqa: E402
+from bench.common import vector_level  # noqa: E402
+from bench.sections import replace_sections  # noqa: E402
 from experiments import ablations, cross_validation  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
-from model.cpu import vector_level  # noqa: E402
 from model.dcr import build_network  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.figures import save_grouped_bars  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'

@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench.sections import replace_sections  # noqa: E402
 from experiments import cross_validation, rule  # noqa: E402
 from model import cli  # noqa: E402
 from model.atomic import atomic_output  # noqa: E402
@@ -53,7 +54,6 @@ from model.figures import save_threshold_curve  # noqa: E402
 from model.lists import read_patient_list  # noqa: E402
 from model.metrics import score_regions  # noqa: E402
 from model.postprocess import remove_small_components  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
 from model.predict import TEST_TIME_AUGMENTATIONS, decode, restored_predictor  # noqa: E402
 
 WORK_DIR = 'experiments/runs/nested'

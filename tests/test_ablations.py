@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from bench.sections import markers
 from experiments import ablations
 from model.errors import InputError
-from model.sections import markers
 
 
 def test_every_test_time_row_reuses_a_trained_row():

@@ -236,16 +236,6 @@ def finished_folds(run_dir):
         return json.load(stream)['folds']
 
 
-def write_run_report(run_dir, script, argv, table):
-    """Print `table` and write it, with the command that reproduces it, to RUN/<script>.md."""
-    command = 'python experiments/{}.py {}'.format(script, ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:])))
-    text = table + '\n\nReproduce: `{}`'.format(command)
-    with atomic_output(os.path.join(run_dir, script + '.md')) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(text + '\n')
-    print('\n' + text)
-
-
 def write_json(document, path):
     """Write JSON atomically."""
     with atomic_output(path) as temporary:

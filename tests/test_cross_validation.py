@@ -1,7 +1,6 @@
 """experiments/cross_validation.py: fold assignment and the results table."""
 import json
 import math
-import os
 
 import pytest
 

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-from bench.common import ROOT, background_child, median, row, run_child
+from bench.common import background_child, median, row, run_child
 from model.cpu import cpu_has_bfloat16
 from model.distribute import localhost_tf_configs
 
@@ -209,7 +209,6 @@ def child_main(argv):
     parser.add_argument('--ckpt-dir', required=True)
     parser.add_argument('--result', required=True)
     args = parser.parse_args(argv)
-    sys.path.insert(0, ROOT)
     import Train
     report = {'mode': args.child, 'steps': args.steps, 'warmup': args.warmup}
     Train.train = _measuring_train(args.child, args.steps, args.warmup, report)

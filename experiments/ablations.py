@@ -7,7 +7,7 @@ results.json is copied to experiments/results/<row>.json, which is committed; th
 docs/ablations.md and the training-defaults table of docs/accuracy.md (each of Train.py's options
 against its simpler alternative, by experiments/rule.py) are rendered from those files only.
 
-    python experiments/ablations.py run dice-off      # ~70 min on 2 cores; resumable
+    python experiments/ablations.py run dice-off      # about an hour on 2 cores; resumable
     python experiments/ablations.py table             # rewrite both tables
 """
 import collections
@@ -17,13 +17,11 @@ import shutil
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.sections import replace_sections  # noqa: E402
-from experiments import cross_validation, rule  # noqa: E402
-from model import cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
-from model.errors import InputError  # noqa: E402
+from bench.sections import replace_sections
+from experiments import cross_validation, rule
+from model import cli
+from model.atomic import atomic_output
+from model.errors import InputError
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'

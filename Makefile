@@ -10,10 +10,11 @@ DEMO := demo
 
 .PHONY: demo test test-fast bench clean-demo
 
-$(VENV)/installed: requirements.txt requirements-test.txt
+$(VENV)/installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 test: $(VENV)/installed

@@ -5,7 +5,6 @@ Every number the benchmarks report is measured here or in a child process; the o
 are targets and the one labelled reference value of benchmark 1.
 """
 import contextlib
-import io
 import json
 import os
 import platform
@@ -36,11 +35,11 @@ def median(values):
 
 
 def child_env(extra=None):
-    """The environment of child processes: the project importable, TF's C++ chatter off, and the
-    `extra` variables (a dict)."""
+    """The environment of child processes: TF's C++ chatter off, and the `extra` variables (a dict).
+    Children run in ROOT (python -m bench.<module>, or a script there), which puts the project first
+    on their import path."""
     env = dict(os.environ, **(extra or {}))
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    env['PYTHONPATH'] = ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
     return env
 
 
@@ -130,19 +129,6 @@ def write_json(path, document):
         json.dump(document, stream, indent=1, sort_keys=True)
 
 
-def call_script_main(main, argv, log_stem):
-    """Call a project script's main(argv) in this process, its output kept in a log."""
-    os.makedirs(os.path.dirname(log_stem), exist_ok=True)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    with open(log_stem + '.log', 'w') as stream:
-        stream.write(out.getvalue() + err.getvalue())
-    if code:
-        raise BenchError('{}({}) returned {}: {}'.format(main.__module__, ' '.join(argv), code,
-                                                         err.getvalue().strip()))
-
-
 class Workspace:
     """The temporary work folder of one run.py invocation, and the inputs benchmarks share.
 
@@ -186,10 +172,9 @@ class Workspace:
         key = (sample, name)
         if key not in self._lists:
             import readfile
+            from model.brats import find_patients
             list_dir = self.folder('lists', sample)
-            call_script_main(readfile.main, ['--data-dir', os.path.join(self.data_dir, sample),
-                                             '--list-dir', list_dir, '--val-fraction', '0'],
-                             self.path('logs', 'readfile_' + sample))
+            readfile.write_lists(find_patients([os.path.join(self.data_dir, sample)]), list_dir, 0.0, readfile.SEED)
             self._lists[key] = os.path.join(list_dir, name + '.txt')
             if not os.path.isfile(self._lists[key]):
                 raise BenchError('readfile.py wrote no {}.txt for {}'.format(name, sample))
@@ -273,6 +258,14 @@ def machine():
         'platform': platform.platform(),
         'hostname': platform.node(),
     }
+
+
+def vector_level(extensions):
+    """The widest vector instructions in `extensions` (a machine()'s cpu_vector_extensions), e.g. 'AVX2', for
+    the tables that compare rates measured on different CPUs."""
+    if 'avx512f' in extensions:
+        return 'AVX-512 with bfloat16' if 'avx512_bf16' in extensions else 'AVX-512'
+    return 'AVX2' if 'avx2' in extensions else 'no AVX2'
 
 
 def row(metric, value, unit='', target=None, passed=None, kind=None, digits=2):

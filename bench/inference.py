@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from bench.common import PYTHON, ROOT, median, row, run_child, run_measured, usable_cpus
+from bench.common import PYTHON, median, row, run_child, run_measured, usable_cpus
 from bench.training import NETWORK_FLAGS
 from model.cpu import vector_extensions
 
@@ -173,7 +173,6 @@ def child_main(argv):
     parser.add_argument('--repeats', type=int, required=True)
     parser.add_argument('--result', required=True)
     args, inference_argv = parser.parse_known_args(argv)
-    sys.path.insert(0, ROOT)
     import Inference
     report = {}
     Inference.segment = _measuring_segment(Inference.segment, args.repeats, report)

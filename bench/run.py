@@ -27,16 +27,11 @@ import sys
 import time
 import traceback
 
+from bench import common, conversion, inference, training
+from bench.common import ROOT, vector_level
+from bench.sections import replace_sections
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH_DIR)
-# Run as `python bench/run.py`: import the bench package from the project root, and keep bench/
-# itself off sys.path so that its module names cannot shadow other top-level modules.
-sys.path[:] = [ROOT] + [path for path in sys.path if os.path.abspath(path or '.') != BENCH_DIR]
-
-from bench import common, conversion, inference, training  # noqa: E402
-from model.cpu import vector_level  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
-
 BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
 README = os.path.join(ROOT, 'README.md')
 PERFORMANCE = os.path.join(ROOT, 'docs', 'performance.md')

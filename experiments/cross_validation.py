@@ -1,7 +1,7 @@
 """Patient-level k-fold cross-validation on real BraTS cases, through the project's scripts.
 
-For each fold: readfile.py indexes the cases once; the fold's training patients are converted
-by create_pascal_tf_record.py, Train.py trains under a wall-clock budget (or to --num-steps), Inference.py
+The cases are indexed once (readfile.py's lists). For each fold: the fold's training patients are
+converted by create_pascal_tf_record.py, Train.py trains under a wall-clock budget (or to --num-steps), Inference.py
 segments the held-out patients and Evaluate.py scores them. A fold whose summary.json exists
 is not rerun, and an interrupted fold resumes from its last checkpoint. The results table
 (per fold, and mean +- std over the held-out patients) goes to WORK/results.md and
@@ -26,22 +26,21 @@ import shlex
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import model  # noqa: F401  (sets TensorFlow's environment, so before tensorflow)
+import tensorflow.compat.v1 as tf
 
-import model  # noqa: E402,F401  (sets TensorFlow's environment, so before tensorflow)
-import tensorflow.compat.v1 as tf  # noqa: E402
-
-import Evaluate  # noqa: E402
-import Inference  # noqa: E402
-import Train  # noqa: E402
-import create_pascal_tf_record  # noqa: E402
-import readfile  # noqa: E402
-from bench.common import machine  # noqa: E402
-from model import checkpoints, cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
-from model.errors import InputError  # noqa: E402
-from model.lists import read_patient_list, write_patient_list  # noqa: E402
-from model.metrics import mean_row  # noqa: E402
+import Evaluate
+import Inference
+import Train
+import create_pascal_tf_record
+import readfile
+from bench.common import machine
+from model import checkpoints, cli
+from model.atomic import atomic_output
+from model.brats import find_patients
+from model.errors import InputError
+from model.lists import read_patient_list, write_patient_list
+from model.metrics import mean_row
 
 DATA_DIR = os.path.join('..', 'shared', 'data', 'brats2018_sample')
 WORK_DIR = 'experiments/runs/baseline'
@@ -236,16 +235,6 @@ def finished_folds(run_dir):
         return json.load(stream)['folds']
 
 
-def write_run_report(run_dir, script, argv, table):
-    """Print `table` and write it, with the command that reproduces it, to RUN/<script>.md."""
-    command = 'python experiments/{}.py {}'.format(script, ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:])))
-    text = table + '\n\nReproduce: `{}`'.format(command)
-    with atomic_output(os.path.join(run_dir, script + '.md')) as temporary:
-        with open(temporary, 'w') as stream:
-            stream.write(text + '\n')
-    print('\n' + text)
-
-
 def write_json(document, path):
     """Write JSON atomically."""
     with atomic_output(path) as temporary:
@@ -305,7 +294,7 @@ def main(argv=None):
     cli.graph_mode()
     command = 'python experiments/cross_validation.py ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lists = os.path.join(args.work_dir, 'lists')
-    run_script(readfile, ['--data-dir', args.data_dir, '--list-dir', lists, '--val-fraction', '0'], [])
+    readfile.write_lists(find_patients([args.data_dir]), lists, 0.0, readfile.SEED)
     patients = read_patient_list(os.path.join(lists, 'train.txt'), require_labels=True)
     folds = assign_folds(patients, args.folds, args.seed, args.lgg)
     summaries = []

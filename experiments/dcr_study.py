@@ -6,10 +6,10 @@ with Inference.py's defaults (stated explicitly, so a row does not move when the
 row's results.json is kept as experiments/results/study-<row>.json; the table in docs/accuracy.md,
 image/dcr_study.png and README.md's claims section are rendered from those files only.
 
-A row takes two hours or more on 2 cores. Until it is complete, each of its finished folds is kept
-as experiments/results/study-<row>-folds/fold<k>.json (commit them): a later run, on this machine
-or another, restores them and trains only the folds still missing; an interrupted fold resumes
-from its checkpoint where experiments/runs/ still holds it.
+A row took 45 minutes (AVX-512 with bfloat16) to three hours on 2 cores. Until it is complete,
+each of its finished folds is kept as experiments/results/study-<row>-folds/fold<k>.json (commit
+them): a later run, on this machine or another, restores them and trains only the folds still
+missing; an interrupted fold resumes from its checkpoint where experiments/runs/ still holds it.
 
     python experiments/dcr_study.py run dcr-A      # resumable, fold by fold
     python experiments/dcr_study.py run --all      # every row without results, in order
@@ -24,21 +24,19 @@ import shutil
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import model  # noqa: F401  (sets TensorFlow's environment, so before tensorflow)
+import numpy as np
+import tensorflow.compat.v1 as tf
 
-import model  # noqa: E402,F401  (sets TensorFlow's environment, so before tensorflow)
-import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-
-import Train  # noqa: E402
-from experiments import ablations, cross_validation  # noqa: E402
-from model import cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
-from model.cpu import vector_level  # noqa: E402
-from model.dcr import build_network  # noqa: E402
-from model.errors import InputError  # noqa: E402
-from model.figures import save_grouped_bars  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
+import Train
+from bench.common import vector_level
+from bench.sections import replace_sections
+from experiments import ablations, cross_validation
+from model import cli
+from model.atomic import atomic_output
+from model.dcr import build_network
+from model.errors import InputError
+from model.figures import save_grouped_bars
 
 RUNS_DIR = 'experiments/runs'
 RESULTS_DIR = 'experiments/results'

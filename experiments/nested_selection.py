@@ -36,25 +36,23 @@ import shutil
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import model  # noqa: F401  (sets TensorFlow's environment, so before tensorflow)
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
 
-import model  # noqa: E402,F401  (sets TensorFlow's environment, so before tensorflow)
-import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from experiments import cross_validation, rule  # noqa: E402
-from model import cli  # noqa: E402
-from model.atomic import atomic_output  # noqa: E402
-from model.brats import load_patient  # noqa: E402
-from model.dcr import NUM_CLASSES  # noqa: E402
-from model.errors import InputError  # noqa: E402
-from model.figures import save_threshold_curve  # noqa: E402
-from model.lists import read_patient_list  # noqa: E402
-from model.metrics import score_regions  # noqa: E402
-from model.postprocess import remove_small_components  # noqa: E402
-from model.sections import replace_sections  # noqa: E402
-from model.predict import TEST_TIME_AUGMENTATIONS, decode, restored_predictor  # noqa: E402
+from bench.sections import replace_sections
+from experiments import cross_validation, rule
+from model import cli
+from model.atomic import atomic_output
+from model.brats import load_patient
+from model.dcr import NUM_CLASSES
+from model.errors import InputError
+from model.figures import save_threshold_curve
+from model.lists import read_patient_list
+from model.metrics import score_regions
+from model.postprocess import remove_small_components
+from model.predict import TEST_TIME_AUGMENTATIONS, decode, restored_predictor
 
 WORK_DIR = 'experiments/runs/nested'
 RESULTS_PATH = 'experiments/results/nested-selection.json'

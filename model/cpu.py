@@ -19,13 +19,6 @@ def vector_extensions():
     return [name for name in VECTOR_EXTENSIONS if name in flags]
 
 
-def vector_level(extensions):
-    """The widest vector instructions in `extensions` (as vector_extensions lists them), e.g. 'AVX2'."""
-    if 'avx512f' in extensions:
-        return 'AVX-512 with bfloat16' if 'avx512_bf16' in extensions else 'AVX-512'
-    return 'AVX2' if 'avx2' in extensions else 'no AVX2'
-
-
 def cpu_has_bfloat16():
     """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
     return bool({'avx512_bf16', 'amx_bf16'} & cpu_flags())

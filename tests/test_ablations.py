@@ -1,11 +1,12 @@
 """experiments/ablations.py: rows, their commands, and the table rendered from results files."""
 import json
+import os
 
 import pytest
 
+from bench.sections import markers
 from experiments import ablations
 from model.errors import InputError
-from model.sections import markers
 
 
 def test_every_test_time_row_reuses_a_trained_row():
@@ -22,28 +23,39 @@ def test_every_test_time_row_reuses_a_trained_row():
         assert '--min-component-fraction' in row.inference_flags and '--tta' in row.inference_flags
 
 
-def test_every_selection_names_registered_rows_of_one_network():
-    for _, names in ablations.SELECTIONS:
-        rows = [ablations.row_named(name) for name in names]
-        assert len({row.trained_from or row.name for row in rows}) == 1
+def test_the_registry_holds_the_rows_of_the_rule_checks_and_what_they_reuse():
+    checked = {name for _, _, row, simpler in ablations.RULE_CHECKS for name in (row, simpler)}
+    reused = {ablations.row_named(name).trained_from for name in checked} - {''}
+    assert {row.name for row in ablations.ROWS} == checked | reused
 
 
-def test_every_paired_comparison_names_registered_rows():
-    for name, baseline in ablations.PAIRED:
-        assert name != baseline
-        ablations.row_named(name)
-        ablations.row_named(baseline)
+def test_every_results_file_is_rendered_by_a_table():
+    """experiments/results holds the ablation rows, the study's rows (and folds of a row not complete) and the
+    nested selection, nothing else."""
+    from experiments import dcr_study, nested_selection
+    rendered = ({row.name + '.json' for row in ablations.ROWS}
+                | {os.path.basename(path(row)) for row in dcr_study.ROWS
+                   for path in (dcr_study.results_path, dcr_study.kept_folds_dir)}
+                | {os.path.basename(nested_selection.RESULTS_PATH)})
+    assert set(os.listdir(ablations.RESULTS_DIR)) <= rendered
+
+
+def test_the_committed_tables_are_the_rendering_of_the_committed_results():
+    results = ablations.load_results()
+    assert list(results) == [row.name for row in ablations.ROWS]
+    with open(ablations.HISTORY) as stream:
+        assert ablations.table(results) in stream.read()
+    with open(ablations.REPORT) as stream:
+        assert ablations.rule_table(results) in stream.read()
 
 
 def test_cross_validation_arguments_of_a_row():
-    argv = ablations.cross_validation_argv(ablations.row_named('budget-recipe-regions-flip'))
-    assert argv == ['--work-dir', 'experiments/runs/budget-recipe-regions-flip',
-                    '--inference-flags=--decoding regions --tumour-threshold 0.5 --tta flip --min-component-fraction 0',
-                    '--trained-from', 'experiments/runs/budget-recipe']
+    argv = ablations.cross_validation_argv(ablations.row_named('dice-off-argmax'))
+    assert argv == ['--work-dir', 'experiments/runs/dice-off-argmax',
+                    '--inference-flags=--decoding argmax --tta none --min-component-fraction 0',
+                    '--trained-from', 'experiments/runs/dice-off']
     argv = ablations.cross_validation_argv(ablations.row_named('histogram-normalization'))
     assert argv[2] == '--convert-flags=--normalization histogram' and argv[3].startswith('--train-flags=')
-    assert ablations.cross_validation_argv(ablations.row_named('batch-16'))[-2:] == ['--batch-size', '16']
-    assert '--batch-size' not in ablations.cross_validation_argv(ablations.row_named('defaults-seed-1'))
     with pytest.raises(InputError, match='no such ablation row'):
         ablations.row_named('nonsense')
 
@@ -59,14 +71,14 @@ def results(wt_dice, cpu=None):
 
 
 def test_table_lists_rows_with_results_in_registry_order(tmp_path):
-    (tmp_path / 'width-half.json').write_text(json.dumps(results(0.5)))
+    (tmp_path / 'paper-training.json').write_text(json.dumps(results(0.5)))
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75, cpu='AMD EPYC')))
     lines = ablations.table(ablations.load_results(str(tmp_path))).splitlines()
     assert lines[2].startswith('| budget-recipe |') and '0.750 ± 0.000' in lines[2]
     assert lines[2].endswith('| 100/101/102 | 6.0 | AMD EPYC |')
-    assert lines[3].startswith('| width-half |') and '0.500 ± 0.000' in lines[3]
+    assert lines[3].startswith('| paper-training |') and '0.500 ± 0.000' in lines[3]
     assert 'nan ± nan' in lines[3] and lines[3].endswith('| 100/101/102 | 6.0 | not recorded |')
-    assert '- width-half: `python experiments/cross_validation.py --work-dir X`' in lines
+    assert '- paper-training: `python experiments/cross_validation.py --work-dir X`' in lines
 
 
 def test_machine_cell_names_each_cpu_with_its_vector_extensions_where_recorded():
@@ -80,37 +92,20 @@ def test_machine_cell_names_each_cpu_with_its_vector_extensions_where_recorded()
 def test_write_tables_replaces_only_the_marked_parts(tmp_path):
     (tmp_path / 'budget-recipe.json').write_text(json.dumps(results(0.75)))
     history, report = tmp_path / 'history.md', tmp_path / 'report.md'
-    history.write_text('intro\n{}\nold table\n{}\nmiddle\n{}\nstale rows\n{}\n{}\n{}\noutro\n'.format(
-        *markers('ablation table'), *markers('fold selection'), *markers('paired differences')))
+    history.write_text('intro\n{}\nold table\n{}\noutro\n'.format(*markers('ablation table')))
     report.write_text('summary\n{}\nold rule table\n{}\nend\n'.format(*markers('training defaults')))
     ablations.write_tables(str(report), str(history), str(tmp_path))
     text = history.read_text()
-    assert text.startswith('intro\n') and text.endswith('\noutro\n') and '\nmiddle\n' in text
-    assert 'old table' not in text and 'stale rows' not in text
-    assert '| budget-recipe |' in text and '| selection |' in text and '| option | default |' not in text
+    assert text.startswith('intro\n') and text.endswith('\noutro\n') and 'old table' not in text
+    assert '| budget-recipe |' in text and '| option | default |' not in text
     text = report.read_text()
     assert text.startswith('summary\n') and text.endswith('\nend\n') and 'old rule table' not in text
     assert '| option | default |' in text
-    for broken in ('{}\n{}\nno selection markers\n'.format(*markers('ablation table')),
-                   '{1}\n{0}\n'.format(*markers('ablation table'))):
+    for broken in ('no markers\n', '{1}\n{0}\n'.format(*markers('ablation table'))):
         history.write_text(broken)
         with pytest.raises(InputError, match='missing or out of order'):
             ablations.write_tables(str(report), str(history), str(tmp_path))
         assert history.read_text() == broken
-
-
-def test_selection_table_scores_each_fold_with_the_choice_of_the_other_folds(tmp_path, monkeypatch):
-    monkeypatch.setattr(ablations, 'SELECTIONS', (('threshold', ('budget-recipe-regions', 'width-half')),))
-    plain, lowered = results(0.8), results(0.7)
-    lowered['folds'][0]['rows'] = [dict(row, WT_dice=1.0) for row in lowered['folds'][0]['rows']]
-    (tmp_path / 'budget-recipe-regions.json').write_text(json.dumps(plain))
-    assert len(ablations.selection_table(ablations.load_results(str(tmp_path))).splitlines()) == 2  # one missing
-    (tmp_path / 'width-half.json').write_text(json.dumps(lowered))
-    line = ablations.selection_table(ablations.load_results(str(tmp_path))).splitlines()[2]
-    # Fold 0, where the second candidate shines, is scored with the first (better on folds 1 and 2);
-    # folds 1 and 2 see fold 0's 1.0 and pick the second, which scores them 0.7.
-    assert '| budget-recipe-regions, width-half, width-half |' in line
-    assert '0.733 ± 0.047' in line
 
 
 def test_paired_differences_compare_the_same_patients(tmp_path):

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
+from bench.sections import markers
 from experiments import dcr_study
 from model.errors import InputError
-from model.sections import markers
 
 
 def results(wt_dice_of_patient, wt_ppv=0.9):

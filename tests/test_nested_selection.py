@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from bench.sections import markers
 from experiments import nested_selection
-from model.sections import markers
 from experiments.nested_selection import BASELINE, Candidate, candidate_key, candidates
 
 PATIENTS = ['p{:02d}'.format(index) for index in range(12)]

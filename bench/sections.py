@@ -1,5 +1,5 @@
-"""Generated sections of Markdown documents (README.md, docs/accuracy.md): the text between a
-section's start and end comments is rewritten by the command that measures it."""
+"""Generated sections of Markdown documents (README.md, docs/): the text between a section's start
+and end comments is rewritten by the command that measures it (bench/run.py, experiments/)."""
 from model.atomic import atomic_output
 from model.errors import InputError
 

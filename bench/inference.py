@@ -38,7 +38,7 @@ def variants():
     """(name, extra Inference.py flags) of the variants timed beside the defaults: every other --tta,
     and float32 when the default runs bfloat16 on this CPU."""
     import Inference
-    named = [('--tta ' + tta, ['--tta', tta]) for tta in ('none', 'flip', 'zooms') if tta != Inference.TTA]
+    named = [('--tta ' + tta, ['--tta', tta]) for tta in ('none', 'flip', 'zooms') if tta != Inference.DECODING.tta]
     if Inference.uses_bfloat16(Inference.BFLOAT16):
         named.append(('--bfloat16 off', ['--bfloat16', 'off']))
     return named
@@ -72,7 +72,7 @@ def run(work, quick=False):
     return {
         'cores': len(cpus),
         'cpu_vector_extensions': vector_extensions(),
-        'defaults': {'tta': Inference.TTA, 'bfloat16': Inference.uses_bfloat16(Inference.BFLOAT16)},
+        'defaults': {'tta': Inference.DECODING.tta, 'bfloat16': Inference.uses_bfloat16(Inference.BFLOAT16)},
         'patient': child['patient'],
         'volume_shape': child['volume_shape'],
         'slices_predicted': child['slices'],

@@ -162,7 +162,7 @@ def run_command(*names):
 
 def weight_count(row):
     """Trainable weights of a row's network at full size (Train.py's defaults and the row's flags)."""
-    config = Train.network_config(Train.parse_args(shlex.split(row.train_flags)))
+    config = Train.network_config(Train.resolve_recipe(Train.parse_args(shlex.split(row.train_flags))))
     with tf.Graph().as_default():
         build_network(tf.placeholder(tf.float32, [None, 224, 224, 4]), config, is_training=False)
         return sum(int(np.prod(variable.shape.as_list())) for variable in tf.trainable_variables())

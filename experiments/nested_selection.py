@@ -43,7 +43,8 @@ from tqdm import tqdm
 
 from bench.sections import replace_sections
 from experiments import cross_validation, rule
-from model import cli
+import Inference
+from model import checkpoints, cli
 from model.atomic import atomic_output
 from model.brats import load_patient
 from model.dcr import NUM_CLASSES
@@ -52,7 +53,8 @@ from model.figures import save_threshold_curve
 from model.lists import read_patient_list
 from model.metrics import score_regions
 from model.postprocess import remove_small_components
-from model.predict import TEST_TIME_AUGMENTATIONS, decode, restored_predictor
+from model.decoding import TEST_TIME_AUGMENTATIONS, decode
+from model.predict import restored_predictor
 
 WORK_DIR = 'experiments/runs/nested'
 RESULTS_PATH = 'experiments/results/nested-selection.json'
@@ -97,7 +99,8 @@ class Decoder:
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.probabilities = tf.placeholder(tf.float32, [None, None, None, NUM_CLASSES])
-            self.labels = {decoding: decode(self.probabilities, *decoding) for decoding in decodings()}
+            self.labels = {(method, threshold): decode(self.probabilities, Inference.DECODING.overridden(
+                method=method, tumour_threshold=threshold)) for method, threshold in decodings()}
         self.session = tf.Session(graph=self.graph)
 
     def __call__(self, probabilities):
@@ -157,7 +160,8 @@ def score_fold(fold, patients, path):
             todo = [name for name in fold['test'] if not finished(scores.setdefault(name, {'candidates': {}, 'bfloat16': {}}))]
             if not todo:
                 continue
-            with restored_predictor(fold['checkpoints'], tta=tta, bfloat16=bfloat16) as (session, predictor, _):
+            with restored_predictor(fold['checkpoints'], checkpoints.LATEST, Inference.DECODING.overridden(tta=tta),
+                                    Inference.BATCH_SIZE, bfloat16=bfloat16) as (session, predictor, _):
                 for name in tqdm(todo, desc='fold {} --tta {}{}'.format(fold['fold'], tta, ' bfloat16' * bfloat16)):
                     image, truth, _ = load_patient(patients[name])
                     probabilities = predictor.probabilities(session, image)

@@ -37,7 +37,7 @@ def test_every_row_trains_with_train_py_flags_for_the_same_steps_and_test_time()
         assert argv[argv.index('--num-steps') + 1] == str(dcr_study.NUM_STEPS)
         assert '--inference-flags=' + dcr_study.INFERENCE_FLAGS in argv
         assert argv[1] == os.path.join(dcr_study.RUNS_DIR, 'study-' + row.name)
-        Train.network_config(Train.parse_args(row.train_flags.split()))   # flags Train.py accepts
+        Train.network_config(Train.resolve_recipe(Train.parse_args(row.train_flags.split())))   # flags Train.py accepts
     for _, names in dcr_study.CLAIMS:
         assert all(dcr_study.row_named(name) for name in names)
     with pytest.raises(InputError, match='no such study row'):

@@ -124,5 +124,6 @@ def test_inference_defaults_are_the_ones_the_nested_selection_chose():
                            'experiments', 'results', 'nested-selection.json')
     with open(results) as handle:
         chosen = json.load(handle)['defaults']
-    assert (Inference.TTA, Inference.DECODING, Inference.TUMOUR_THRESHOLD, Inference.MIN_COMPONENT_FRACTION) == (
+    decoding = Inference.DECODING
+    assert (decoding.tta, decoding.method, decoding.tumour_threshold, decoding.min_component_fraction) == (
         chosen['tta'], chosen['decoding'], chosen['threshold'], chosen['component_fraction'])

@@ -52,7 +52,8 @@ def parse_args(argv):
     add('--list', action='append', dest='lists', help='patients to segment (CSV from readfile.py); '
         'repeatable; default: whichever of {} exist'.format(', '.join(LISTS)))
     add('--ckpt-dir', action='append', dest='ckpt_dirs', help='training run folder with config.json; '
-        'repeat it for an ensemble that averages the networks\' probabilities (default {})'.format(CKPT_DIR))
+        'repeat it for an ensemble that averages the networks\' probabilities (default {}, or the network '
+        'shipped in pretrained/ when that holds no trained run)'.format(CKPT_DIR))
     add('--saved-model', default=SAVED_MODEL, help="an export of Export.py to predict with instead of "
         "--ckpt-dir (its folder of versions, or one version); '' uses the checkpoints")
     add('--checkpoint', default=CHECKPOINT, help="'{}': the last checkpoint; '{}': the validation-selected "
@@ -147,6 +148,15 @@ def uses_bfloat16(setting):
     return setting == 'on' or (setting == 'auto' and cpu_has_bfloat16())
 
 
+def default_ckpt_dirs(log=print):
+    """[CKPT_DIR] when it holds a trained run; else the network shipped in pretrained/ when it
+    exists (said in one line); else [CKPT_DIR], whose error then names it."""
+    if not checkpoints.holds_trained_run(CKPT_DIR) and checkpoints.holds_trained_run(paths.PRETRAINED_DIR):
+        log('{} holds no trained run: using the network shipped in {}'.format(CKPT_DIR, paths.PRETRAINED_DIR))
+        return [paths.PRETRAINED_DIR]
+    return [CKPT_DIR]
+
+
 def opened_predictor(args, decoding):
     """The (session, Predictor, sources) context of the export --saved-model, else of the
     --ckpt-dir folders."""
@@ -156,7 +166,8 @@ def opened_predictor(args, decoding):
             raise InputError('--saved-model {}: predicts without checkpoints; it cannot go with --ckpt-dir '
                              'or --checkpoint'.format(args.saved_model))
         return exported_predictor(args.saved_model, decoding, args.batch_size, **options)
-    return restored_predictor(args.ckpt_dirs or [CKPT_DIR], args.checkpoint, decoding, args.batch_size, **options)
+    return restored_predictor(args.ckpt_dirs or default_ckpt_dirs(), args.checkpoint, decoding, args.batch_size,
+                              **options)
 
 
 @cli.reports_bad_input

@@ -68,6 +68,11 @@ def read_config(ckpt_dir):
         raise InputError('{}: invalid config ({})'.format(config_path(ckpt_dir), error)) from None
 
 
+def holds_trained_run(ckpt_dir):
+    """Whether `ckpt_dir` holds a Train.py run: a config.json and at least one checkpoint."""
+    return os.path.isfile(config_path(ckpt_dir)) and tf.train.latest_checkpoint(ckpt_dir) is not None
+
+
 def step_of(checkpoint):
     """The global step in a checkpoint path (CKPT/model.ckpt-<step>)."""
     return int(checkpoint.rsplit('-', 1)[1])

@@ -3,7 +3,6 @@ TrainingSettings that Train.py hands to model.training.train and the bench to th
 import dataclasses
 
 from model.decoding import Decoding
-from model.distribute import Distribution
 from model.errors import InputError
 from model.labels import REGION_NAMES
 from model.recipes import MEASURED
@@ -60,7 +59,7 @@ class ValidationConfig:
 
 @dataclasses.dataclass
 class TrainingSettings:
-    """Everything model.training.train needs for one run.
+    """Everything model.training.train needs for one run (Train.py holds the defaults).
 
     Attributes:
       shard_paths, sidecar: the training records (model.records.resolve_records).
@@ -85,9 +84,9 @@ class TrainingSettings:
     ckpt_dir: str
     log_dir: str
     validation: ValidationConfig
-    gpu_memory_fraction: float = 0.0
-    bfloat16: bool = False
-    seed: int = 0
-    distribution: Distribution = dataclasses.field(default_factory=Distribution)
-    sync_batch_norm: bool = False
-    mixed_precision: bool = False
+    gpu_memory_fraction: float
+    bfloat16: bool
+    seed: int
+    distribution: object
+    sync_batch_norm: bool
+    mixed_precision: bool

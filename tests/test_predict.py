@@ -419,3 +419,20 @@ def test_one_checkpoint_path_cannot_serve_an_ensemble_but_a_keyword_can(tmp_path
             pass
     with predict.restored_predictor(members, checkpoints.BEST, decoding(), 4) as (_, _, paths):   # no best/: the latest
         assert paths == [tf.train.latest_checkpoint(member) for member in members]
+
+
+def test_inference_uses_the_shipped_network_only_when_no_trained_run_is_there(tmp_path, monkeypatch):
+    import Inference
+    from model import paths
+    monkeypatch.chdir(tmp_path)
+    logged = []
+    monkeypatch.setattr(paths, 'PRETRAINED_DIR', str(tmp_path / 'absent'))
+    assert Inference.default_ckpt_dirs(logged.append) == [Inference.CKPT_DIR] and not logged
+    shipped = saved_network(tmp_path / 'shipped', seed=3)
+    monkeypatch.setattr(paths, 'PRETRAINED_DIR', shipped)
+    assert Inference.default_ckpt_dirs(logged.append) == [shipped]
+    assert len(logged) == 1 and shipped in logged[0] and Inference.CKPT_DIR in logged[0]
+    (tmp_path / Inference.CKPT_DIR).mkdir(parents=True)     # an empty run folder is not a trained run
+    assert Inference.default_ckpt_dirs(logged.append) == [shipped]
+    saved_network(tmp_path / Inference.CKPT_DIR, seed=4)
+    assert Inference.default_ckpt_dirs(logged.append) == [Inference.CKPT_DIR] and len(logged) == 2

@@ -39,6 +39,9 @@ NUM_EPOCHS = 0.0                  # when > 0, overrides NUM_STEPS (epochs over t
 # model/recipes.py's RECIPES. 'measured' is this project's defaults, each with its evidence there;
 # 'paper' what the paper states; 'released' what the authors' code did, less its bugs.
 RECIPE = recipes.DEFAULT
+# A trained run folder (e.g. pretrained) whose network a new run starts from, for fine-tuning: the
+# architecture comes from its config.json, the optimiser and step start afresh; '' starts from scratch.
+INIT_FROM = ''
 SAVE_EVERY_STEPS = 1000
 SAVE_EVERY_MINUTES = 10.0
 KEEP_CHECKPOINTS = 5
@@ -86,6 +89,8 @@ def parse_args(argv):
     add('--num-epochs', type=float, default=NUM_EPOCHS, help='if > 0, overrides --num-steps')
     add('--recipe', choices=tuple(recipes.RECIPES), default=RECIPE,
         help='the named set of defaults the flags below override (model/recipes.py)')
+    add('--init-from', default=INIT_FROM, help='a trained run folder whose network weights a new run starts '
+        'from (the architecture comes from its config.json; ignored once CKPT holds a checkpoint)')
     add('--batch-size', type=int, help=recipe_help('batch_size'))
     add('--architecture', choices=ARCHITECTURES, help=recipe_help(
         'architecture', "'unet': the U-Net baseline instead of the DCR network (uses --width, not the DCR flags)"))
@@ -178,6 +183,22 @@ def resolve_recipe(args):
     return resolved
 
 
+def initial_network(args):
+    """The checkpoint --init-from names ('' without it), after setting the network flags to its
+    run's network; a network flag that says otherwise is refused."""
+    if not args.init_from:
+        return ''
+    stored = checkpoints.read_config(args.init_from)[0]
+    for field in recipes.NETWORK_FIELDS:
+        given, held = getattr(args, field), getattr(stored, field)
+        if given is not None and given != held:
+            raise InputError('--{} {}: --init-from {} holds a network with {} {}; the architecture comes from '
+                             'its config.json'.format(field.replace('_', '-'), _shown(given), args.init_from,
+                                                      field, _shown(held)))
+        setattr(args, field, held)
+    return checkpoints.find_checkpoint(args.init_from, checkpoints.LATEST)
+
+
 def network_config(recipe):
     """The NetworkConfig of a recipe (bad values become one-line errors)."""
     try:
@@ -223,7 +244,7 @@ def training_distribution(args):
     return distribution
 
 
-def training_settings(args, recipe, paths_and_sidecar, distribution):
+def training_settings(args, recipe, paths_and_sidecar, distribution, init_checkpoint=''):
     """The TrainingSettings the flags, the resolved recipe and the records describe."""
     shard_paths, sidecar = paths_and_sidecar
     schedule = Schedule(num_steps=args.num_steps, learning_rate=recipe.learning_rate, lr_decay=recipe.lr_decay,
@@ -239,7 +260,8 @@ def training_settings(args, recipe, paths_and_sidecar, distribution):
         loss=LossConfig(**recipe.fields(recipes.LOSS_FIELDS)), schedule=schedule, batch_size=recipe.batch_size,
         ckpt_dir=args.ckpt_dir, log_dir=args.log_dir or os.path.join(args.ckpt_dir, 'logs'), validation=validation,
         gpu_memory_fraction=args.gpu_memory_fraction, bfloat16=args.bfloat16, seed=args.seed,
-        distribution=distribution, sync_batch_norm=args.sync_batch_norm, mixed_precision=args.mixed_precision)
+        distribution=distribution, sync_batch_norm=args.sync_batch_norm, mixed_precision=args.mixed_precision,
+        init_from=init_checkpoint)
 
 
 def settings_from_flags(argv):
@@ -247,6 +269,7 @@ def settings_from_flags(argv):
     chief writes CKPT/config.json. Call before TensorFlow's runtime starts (training_distribution)."""
     args = parse_args(argv)
     cli.graph_mode()
+    init_checkpoint = initial_network(args)
     recipe = resolve_recipe(args)
     config = network_config(recipe)
     if recipe.crop_size % 32:
@@ -262,7 +285,10 @@ def settings_from_flags(argv):
     records = resolve_records(args.train_records)
     if args.num_epochs > 0:
         args.num_steps = math.ceil(args.num_epochs * records[1]['num_examples'] / recipe.batch_size)
-    settings = training_settings(args, recipe, records, distribution)
+    if init_checkpoint and checkpoints.read_normalization(args.init_from) != records[1]['normalization']:
+        raise InputError('--init-from {}: trained on records of another intensity normalisation than {}'.format(
+            args.init_from, args.train_records))
+    settings = training_settings(args, recipe, records, distribution, init_checkpoint)
     check_resume(args.ckpt_dir, config, recipe.crop_size, records[1]['normalization'])
     if distribution.is_chief:
         checkpoints.write_config(args.ckpt_dir, config, recipe.crop_size, vars(args), records[1]['normalization'])

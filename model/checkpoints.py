@@ -3,6 +3,7 @@ input), checkpoint lookup (the latest, or CKPT/best/'s), and restore with a chec
 matches the graph."""
 import json
 import os
+import re
 
 import tensorflow.compat.v1 as tf
 
@@ -17,6 +18,8 @@ LATEST = 'latest'   # in place of a checkpoint path: CKPT's latest
 BEST = 'best'       # in place of a checkpoint path: CKPT/best/'s (validation-selected), else CKPT's latest
 KEYWORDS = (LATEST, BEST)
 CHECKPOINT_PREFIX = 'model.ckpt'
+RUN_STATE_NAMES = ('global_step', 'train_seconds', 'beta1_power', 'beta2_power')   # not the network's
+OPTIMIZER_SLOT = r'/Adam(_\d+)?$'   # Adam's moment estimates of a variable
 
 
 def config_path(ckpt_dir):
@@ -66,6 +69,14 @@ def read_config(ckpt_dir):
                 document.get('training', {}))
     except (ValueError, KeyError, TypeError) as error:
         raise InputError('{}: invalid config ({})'.format(config_path(ckpt_dir), error)) from None
+
+
+def network_variables(variables):
+    """Those of `variables` that belong to the network itself (weights and batch-norm statistics),
+    not to Adam (its slots and beta powers) nor to the run's bookkeeping (step, training time)."""
+    return [variable for variable in variables
+            if variable.op.name.rsplit('/', 1)[-1] not in RUN_STATE_NAMES
+            and not re.search(OPTIMIZER_SLOT, variable.op.name)]
 
 
 def holds_trained_run(ckpt_dir):

@@ -148,8 +148,9 @@ class Trainer:
     """
 
     def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor, validation, distribution=None,
-                 input_initializer=None):
+                 input_initializer=None, init_from=''):
         self.ckpt_dir = ckpt_dir
+        self.init_from = init_from
         self.graph = graph
         self.schedule = schedule
         self.predictor = predictor
@@ -165,7 +166,8 @@ class Trainer:
         self.writer = tf.summary.FileWriter(log_dir) if self.is_chief else _NoSummaries()
 
     def restore_or_initialize(self, session):
-        """Resume from CKPT's latest checkpoint, or initialise; returns the global step."""
+        """Resume from CKPT's latest checkpoint, or start from the network of `init_from` (a
+        checkpoint path; the optimiser and step start afresh), or initialise; returns the global step."""
         session.run(tf.global_variables_initializer())
         if self.input_initializer is not None:
             session.run(self.input_initializer)
@@ -175,6 +177,9 @@ class Trainer:
             state = tf.train.get_checkpoint_state(self.ckpt_dir)
             self.saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
             self.log('resumed from {}'.format(latest))
+        elif self.init_from:
+            checkpoints.restore(session, self.init_from, checkpoints.network_variables(tf.global_variables()))
+            self.log('started from the network of {}'.format(self.init_from))
         self._seconds_before = float(session.run(self.graph['train_seconds']))
         self._run_started = time.time()
         return int(session.run(self.graph['global_step']))
@@ -287,7 +292,7 @@ def train(settings):
         predictor = Predictor(settings.network, settings.validation.decoding, settings.batch_size,
                               settings.sidecar['normalization'])
         trainer = Trainer(settings.ckpt_dir, settings.log_dir, graph, settings.schedule, predictor,
-                          settings.validation, distribution, input_initializer)
+                          settings.validation, distribution, input_initializer, settings.init_from)
         with training_graph.training_session(distribution, settings.gpu_memory_fraction,
                                              settings.bfloat16) as session:
             return trainer.run(session, settings.batch_size)

@@ -73,6 +73,7 @@ class TrainingSettings:
       distribution: a model.distribute.Distribution.
       sync_batch_norm: batch statistics over the global batch (model.layers.training_replica).
       mixed_precision: float16 on GPUs with dynamic loss scaling (TensorFlow's graph rewrite).
+      init_from: a checkpoint whose network weights a new run starts from ('' for none).
     """
     shard_paths: list
     sidecar: dict
@@ -90,3 +91,4 @@ class TrainingSettings:
     distribution: object
     sync_batch_norm: bool
     mixed_precision: bool
+    init_from: str

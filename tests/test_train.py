@@ -28,9 +28,9 @@ from model.records import resolve_records  # noqa: E402
 
 NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
 EXPECTED_CONFIG = NetworkConfig(dcr_type='C', dilations=(6, 3, 2, 1), width=0.125, refine_filters=8)
-TINY_RUN = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',
-            '--save-every-steps', '1', '--summary-every-steps', '1',
-            '--validate-every-steps', '100'] + NETWORK
+TINY_SCHEDULE = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',
+                 '--save-every-steps', '1', '--summary-every-steps', '1', '--validate-every-steps', '100']
+TINY_RUN = TINY_SCHEDULE + NETWORK
 
 
 def validation_config(select_on='mean', **decoding):
@@ -514,3 +514,32 @@ def test_networks_of_different_normalisations_cannot_form_an_ensemble(first_run,
     with pytest.raises(InputError, match='different intensity normalisations'):
         with restored_predictor([first_run['ckpt'], histogram_run['ckpt']], checkpoints.LATEST, MEASURED.decoding, 8):
             pass
+
+
+def test_init_from_starts_a_new_run_from_a_trained_network_and_then_resumes_its_own(data, first_run, tmp_path):
+    ckpt = tmp_path / 'fine-tuned'
+    code, out, err = train(data, ckpt, '--num-steps', '1', '--init-from', first_run['ckpt'],
+                           '--learning-rate', '0', *TINY_SCHEDULE)   # the network comes from --init-from
+    assert code == 0, err
+    started = tf.train.latest_checkpoint(str(ckpt))
+    assert tf.train.load_variable(started, 'global_step') == 1           # a fresh step ...
+    assert checkpoints.read_config(str(ckpt))[0] == EXPECTED_CONFIG     # ... on the trained network
+    source = tf.train.load_checkpoint(first_run['latest'])
+    weights = [name for name, _ in tf.train.list_variables(started) if name.endswith('weights')]
+    assert weights
+    for name in weights:   # learning rate 0: the weights are still the trained network's
+        np.testing.assert_array_equal(tf.train.load_variable(started, name), source.get_tensor(name), err_msg=name)
+    adam = [name for name, _ in tf.train.list_variables(started) if name.endswith('/Adam')]
+    assert adam and not np.array_equal(tf.train.load_variable(started, adam[0]), source.get_tensor(adam[0]))
+    code, out, err = train(data, ckpt, '--num-steps', '2', '--init-from', first_run['ckpt'], *TINY_SCHEDULE)
+    assert code == 0, err
+    assert checkpoint_steps(ckpt) == [1, 2] and 'resumed from' in err + out
+
+
+def test_init_from_refuses_a_network_flag_that_contradicts_its_network(data, first_run, tmp_path):
+    code, out, err = train(data, tmp_path / 'ckpt', '--num-steps', '1', '--init-from', first_run['ckpt'],
+                           '--dcr-type', 'A', *TINY_SCHEDULE)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and '--dcr-type A' in lines[0] and 'dcr_type C' in lines[0], lines
+    assert not os.path.exists(checkpoints.config_path(str(tmp_path / 'ckpt')))

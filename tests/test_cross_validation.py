@@ -67,6 +67,7 @@ def test_trained_from_reuses_only_a_finished_run_with_the_same_folds(tmp_path):
         trained_fold(str(tmp_path), 0, patients(['case01', 'case03']))
 
 
+@pytest.mark.slow
 def test_validation_patients_are_seeded_hgg_cases_of_the_training_set():
     cases = patients(['case{:02d}'.format(index) for index in range(8)])
     train, validation = split_validation(cases, 2, seed=3, lgg_names={'case00', 'case05'})
@@ -96,6 +97,7 @@ def assert_a_reusing_run_lists_what_the_networks_were_trained_on(source_work, da
     assert fold['train_slices_per_s'] == source['train_slices_per_s']
 
 
+@pytest.mark.slow
 def test_a_tiny_ensemble_run_trains_two_networks_per_fold_and_reports(tmp_path, capsys):
     """The whole harness on 4 tiny phantom patients, 2 folds, 2 tiny networks per fold, on
     histogram-standardised records."""

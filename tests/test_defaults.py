@@ -19,6 +19,7 @@ TINY = ['--width', '0.125', '--refine-filters', '8', '--batch-size', '2', '--num
         '--shuffle-buffer', '8']
 
 
+@pytest.mark.slow
 def test_scripts_run_with_their_default_paths(tmp_path, monkeypatch):
     generated = tmp_path / 'generated'
     phantom.generate_dataset(str(generated), num_hgg=4, num_lgg=1, num_test=1, shape=(16, 240, 240),

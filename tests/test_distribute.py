@@ -18,6 +18,8 @@ import tensorflow.compat.v1 as tf
 from model.distribute import Cluster, localhost_tf_configs, parse_tf_config
 from model.errors import InputError
 
+pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ['--val-list=', '--batch-size', '8', '--crop-size', '64', '--shuffle-buffer', '16', '--summary-every-steps', '1',
        '--architecture', 'unet', '--width', '0.125', '--seed', '3']

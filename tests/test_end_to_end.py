@@ -405,6 +405,8 @@ PLAIN_TENSORFLOW_CLIENT = r'''
 import json, os, sys
 import numpy as np
 import tensorflow as tf
+
+pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
 export_dir, volume_path, output_path = sys.argv[1:]
 with open(os.path.join(export_dir, 'assets.extra', 'preprocessing.json')) as stream:
     preprocessing = json.load(stream)

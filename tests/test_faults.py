@@ -21,6 +21,8 @@ from model.brats import find_patients  # noqa: E402
 from model.errors import InputError  # noqa: E402
 from model.lists import write_patient_list  # noqa: E402
 
+pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_NETWORK = ['--width', '0.125', '--refine-filters', '8', '--batch-size', '2', '--crop-size', '64',
                 '--shuffle-buffer', '16', '--summary-every-steps', '0']

@@ -72,6 +72,7 @@ def test_bfloat16_agreement_counts_tumour_voxels_and_the_dice_change():
     assert agreement['WT_dice_change'] == pytest.approx(2 * 31 / 63 - 1.0)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_scores_every_candidate_resumes_and_renders(tmp_path, monkeypatch):
     """Two tiny trained folds of phantom patients, scored, selected and rendered into a report."""
     from experiments import cross_validation

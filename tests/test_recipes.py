@@ -81,6 +81,7 @@ def test_config_files_differ_exactly_in_the_recipes_fields(recipe_runs):
         assert differing == expected, (first, second)
 
 
+@pytest.mark.slow
 def test_config_records_every_resolved_recipe_value(recipe_runs):
     for name, run in recipe_runs.items():
         settings = run['config']['training']

@@ -26,6 +26,8 @@ from model.recipes import MEASURED  # noqa: E402
 from model.training_settings import Schedule, ValidationConfig  # noqa: E402
 from model.records import resolve_records  # noqa: E402
 
+pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
+
 NETWORK = ['--width', '0.125', '--refine-filters', '8', '--dcr-type', 'C', '--dilations', '6,3,2,1']
 EXPECTED_CONFIG = NetworkConfig(dcr_type='C', dilations=(6, 3, 2, 1), width=0.125, refine_filters=8)
 TINY_SCHEDULE = ['--batch-size', '2', '--crop-size', '64', '--shuffle-buffer', '16',

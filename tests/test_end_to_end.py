@@ -29,6 +29,8 @@ from model.brats import find_patients, load_patient  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
 from model.normalization import intensity_stats  # noqa: E402
 
+pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
+
 SHAPE = (24, 96, 96)
 RUN_NAME = 'e2e'
 TRAIN_FLAGS = ['--num-steps', '2', '--batch-size', '2', '--crop-size', '64', '--width', '0.125',
@@ -405,8 +407,6 @@ PLAIN_TENSORFLOW_CLIENT = r'''
 import json, os, sys
 import numpy as np
 import tensorflow as tf
-
-pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
 export_dir, volume_path, output_path = sys.argv[1:]
 with open(os.path.join(export_dir, 'assets.extra', 'preprocessing.json')) as stream:
     preprocessing = json.load(stream)

@@ -15,7 +15,8 @@ import sys
 from model import checkpoints, cli
 from model.cpu import cpu_has_bfloat16, vector_extensions
 from model.dcr import ARCHITECTURES, DCR_TYPES, NetworkConfig
-from model.distribute import TF_CONFIG, Distribution, cluster_from_environment, default_device_count, has_gpu
+from model.distribute import (TF_CONFIG, Distribution, WorkerLost, cluster_from_environment, default_device_count,
+                              has_gpu)
 from model.errors import InputError
 from model.input import AugmentConfig
 from model.lists import read_patient_list
@@ -257,7 +258,7 @@ def main(argv=None):
                      args.log_dir or os.path.join(args.ckpt_dir, 'logs'), validation,
                      args.gpu_memory_fraction, args.bfloat16, args.seed, distribution, args.sync_batch_norm,
                      args.mixed_precision)
-    except TrainingError as error:
+    except (TrainingError, WorkerLost) as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1
     except TrainingStopped as stopped:   # the shell's convention, so callers know it did not finish

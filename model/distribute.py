@@ -289,9 +289,11 @@ class WorkerSync:
             if self.broadcast is None:
                 raise
             where = 'before the first step' if step is None else 'at step {}'.format(step)
-            if self.cluster.is_chief:
+            if self.cluster.is_chief and last_checkpoint:
                 then = 'its checkpoint of step {} is intact: rerun every worker to resume from it'.format(
                     last_checkpoint)
+            elif self.cluster.is_chief:
+                then = 'no checkpoint was saved yet'
             else:
                 then = "rerun every worker to resume from the chief's last checkpoint"
             raise WorkerLost('worker {} lost {} {}: it ended, was killed or cannot be reached ({}); {}'.format(

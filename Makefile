@@ -1,4 +1,5 @@
-# make demo : set up .venv and run the whole pipeline on the built-in phantom dataset
+# make demo : set up .venv and run the whole pipeline on the built-in phantom dataset (writes under demo/ only)
+# make figures: the demo, then its figures copied over the README's (image/example.png, image/pipeline.png)
 # make test : set up .venv and run the tests
 # make bench: set up .venv and run the benchmarks (bench/run.py; real sizes, minutes)
 # make clean-demo: remove the demo's output
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo figures test bench clean-demo
 
 $(VENV)/installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ test: $(VENV)/installed
 
 demo: $(VENV)/installed
 	$(BIN)/python demo.py --work-dir $(DEMO)
+
+figures: $(VENV)/installed
+	$(BIN)/python demo.py --work-dir $(DEMO) --readme-figures
 
 bench: $(VENV)/installed
 	$(BIN)/python bench/run.py

@@ -264,7 +264,7 @@ def main(argv=None):
     except TrainingStopped as stopped:   # the shell's convention, so callers know it did not finish
         print('Train.py: {}'.format(stopped), file=sys.stderr)
         return 128 + stopped.signal_number
-    print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir))
+    print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir if distribution.is_chief else "the chief's"))
     return 0
 
 

@@ -96,9 +96,10 @@ def test_the_devices_are_recorded_and_a_checkpoint_moves_to_one_device(data, thr
 def start_cluster(data, ckpt_dirs, steps, *flags):
     """Train.py as the workers of a TF_CONFIG cluster on localhost, worker i with --ckpt-dir
     ckpt_dirs[i] (as on machines without a shared file system); returns their Popen objects."""
-    return [subprocess.Popen([sys.executable, 'Train.py', '--train-records', data['records'], '--ckpt-dir', str(ckpt_dir),
-                              '--num-steps', str(steps)] + RUN + list(flags), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CONFIG=tf_config))
+    return [subprocess.Popen([sys.executable, 'Train.py', '--train-records', data['records'],
+                              '--ckpt-dir', str(ckpt_dir), '--num-steps', str(steps)] + RUN + list(flags), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TF_CONFIG=tf_config))
             for ckpt_dir, tf_config in zip(ckpt_dirs, localhost_tf_configs(len(ckpt_dirs)))]
 
 

@@ -1,5 +1,5 @@
 """demo.py: every command it prints runs as printed from the project's folder, with arguments its
-entry point accepts, and everything it writes lies in its work folder."""
+entry point accepts, and everything it writes lies in its work folder, which git ignores."""
 import importlib.util
 import os
 import shlex
@@ -52,3 +52,11 @@ def test_the_demo_writes_only_under_its_work_folder():
     assert len(paths) == 8
     assert all(path.startswith(WORK + os.sep) for path in paths)
     assert not any(readme_copy.startswith(WORK) for readme_copy in demo.README_FIGURES.values())
+
+
+def test_git_ignores_the_default_work_folder_and_the_virtualenv():
+    if not os.path.exists(os.path.join(ROOT, '.git')):
+        pytest.skip('not a git checkout')
+    for path in (os.path.join(demo.WORK_DIR, 'example.png'), '.venv'):
+        checked = subprocess.run(['git', 'check-ignore', '-q', path], cwd=ROOT, timeout=60)
+        assert checked.returncode == 0, '{} is not ignored'.format(path)

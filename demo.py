@@ -50,12 +50,17 @@ def run(script, argv):
         sys.exit('demo: `{}` failed with exit code {}'.format(command_line(script, argv), code))
 
 
+def work_paths(work):
+    """{name: path} of everything the demo writes, all under `work`."""
+    names = ('phantom', 'lists', 'records', 'checkpoints', 'export', 'predictions') + tuple(README_FIGURES)
+    return {name: os.path.join(work, name) for name in names}
+
+
 def steps(work):
     """[(script, argv)]: the commands the demo runs, in order, with everything under `work`."""
-    data = os.path.join(work, 'phantom')
-    lists, records = os.path.join(work, 'lists'), os.path.join(work, 'records')
-    ckpt, predictions = os.path.join(work, 'checkpoints'), os.path.join(work, 'predictions')
-    exports = os.path.join(work, 'export')
+    paths = work_paths(work)
+    data, lists, records = paths['phantom'], paths['lists'], paths['records']
+    ckpt, exports, predictions = paths['checkpoints'], paths['export'], paths['predictions']
     return [
         (phantom, ['--output-dir', data, '--hgg', str(NUM_HGG), '--lgg', str(NUM_LGG), '--test', str(NUM_VAL_TEST),
                    '--shape', ','.join(map(str, SHAPE))]),
@@ -68,7 +73,7 @@ def steps(work):
         (Inference, ['--list', os.path.join(lists, 'test.txt'), '--saved-model', exports, '--output-dir', predictions,
                      '--save-png', '--overwrite']),
         (Evaluate, ['--list', os.path.join(data, phantom.TRUTH_LIST), '--pred-dir', predictions,
-                    '--example-png', os.path.join(work, 'example.png')]),
+                    '--example-png', paths['example.png']]),
     ]
 
 
@@ -78,22 +83,22 @@ def main(argv=None):
     parser.add_argument('--readme-figures', action='store_true',
                         help='also copy the figures over the README\'s: {}'.format(', '.join(README_FIGURES.values())))
     args = parser.parse_args(argv)
-    work = args.work_dir
+    paths = work_paths(args.work_dir)
     started = time.time()
-    shutil.rmtree(os.path.join(work, 'export'), ignore_errors=True)   # one version: this run's network
-    for script, script_argv in steps(work):
-        if script is not phantom or not os.path.exists(os.path.join(work, 'phantom', phantom.TRUTH_LIST)):
+    shutil.rmtree(paths['export'], ignore_errors=True)   # one version: this run's network
+    for script, script_argv in steps(args.work_dir):
+        if script is not phantom or not os.path.exists(os.path.join(paths['phantom'], phantom.TRUTH_LIST)):
             run(script, script_argv)
-    figures = {name: os.path.join(work, name) for name in README_FIGURES}
-    draw_architecture(figures['pipeline.png'])
+    draw_architecture(paths['pipeline.png'])
     if args.readme_figures:
         for name, readme_copy in README_FIGURES.items():
-            shutil.copyfile(figures[name], readme_copy)
-            print('copied {} to {}'.format(figures[name], readme_copy))
-    metrics = os.path.join(work, 'predictions', 'metrics.csv')
+            shutil.copyfile(paths[name], readme_copy)
+            print('copied {} to {}'.format(paths[name], readme_copy))
+    metrics = os.path.join(paths['predictions'], 'metrics.csv')
     wt_dice = Evaluate.mean_of(metrics)['WT_dice']
-    print('\ndemo finished in {:.1f} minutes; metrics: {}, figures: {}; SavedModel: {}'.format(
-        (time.time() - started) / 60, metrics, ', '.join(figures.values()), os.path.join(work, 'export', '1')))
+    print('\ndemo finished in {:.1f} minutes; metrics: {}, figures: {}, {}; SavedModel: {}'.format(
+        (time.time() - started) / 60, metrics, paths['example.png'], paths['pipeline.png'],
+        os.path.join(paths['export'], '1')))
     print('mean WT Dice on the {} phantom test patients: {:.3f} (the demo expects >= {:.2f})'.format(
         NUM_VAL_TEST, wt_dice, TARGET_WT_DICE))
     return 0 if wt_dice >= TARGET_WT_DICE else 1

@@ -50,7 +50,7 @@ def test_the_demo_writes_only_under_its_work_folder():
     paths = [value for _, argv in demo.steps(WORK) for flag, value in zip(argv, argv[1:])
              if flag in ('--output-dir', '--list-dir', '--ckpt-dir', '--example-png')]
     assert len(paths) == 8
-    assert all(path.startswith(WORK + os.sep) for path in paths)
+    assert all(path.startswith(WORK + os.sep) for path in paths + list(demo.work_paths(WORK).values()))
     assert not any(readme_copy.startswith(WORK) for readme_copy in demo.README_FIGURES.values())
 
 

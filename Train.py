@@ -20,7 +20,8 @@ from model import checkpoints, cli, paths, recipes
 from model.cpu import cpu_has_bfloat16, vector_extensions
 from model.dcr import ARCHITECTURES, DCR_TYPES, NetworkConfig
 from model.decoding import DECODINGS, TEST_TIME_AUGMENTATIONS
-from model.distribute import TF_CONFIG, Distribution, cluster_from_environment, default_device_count, has_gpu
+from model.distribute import (TF_CONFIG, Distribution, WorkerLost, cluster_from_environment, default_device_count,
+                              has_gpu)
 from model.errors import InputError
 from model.input import AugmentConfig
 from model.lists import read_patient_list
@@ -303,13 +304,14 @@ def main(argv=None):
         len(settings.validation.patients), settings.distribution.describe()))
     try:
         step = train(settings)
-    except TrainingError as error:
+    except (TrainingError, WorkerLost) as error:
         print('Train.py: error: {}'.format(error), file=sys.stderr)
         return 1
     except TrainingStopped as stopped:   # the shell's convention, so callers know it did not finish
         print('Train.py: {}'.format(stopped), file=sys.stderr)
         return 128 + stopped.signal_number
-    print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir))
+    print('reached step {}; checkpoints in {}'.format(step, args.ckpt_dir if settings.distribution.is_chief
+                                                          else "the chief's"))
     return 0
 
 

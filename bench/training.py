@@ -27,7 +27,6 @@ that of the whole pipeline child process (os.wait4).
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 

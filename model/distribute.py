@@ -6,12 +6,19 @@ standard `TF_CONFIG` environment variable (cluster and task JSON) selects
 `MultiWorkerMirroredStrategy`; in graph mode each worker starts its own `tf.distribute.Server`
 and its sessions connect to it with the strategy's session configuration.
 
+Workers need not share a file system: only the chief reads and writes the checkpoints, and
+WorkerSync hands its restored variables and step to every worker before the first step, then
+turns a lost worker into one line instead of a gRPC trace.
+
 A Distribution says which of these applies; model.training builds the same compat.v1 training
 graph under its strategy, one copy per replica, with the gradients all-reduced.
 """
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import socket
 
 import tensorflow.compat.v1 as tf
@@ -19,6 +26,14 @@ import tensorflow.compat.v1 as tf
 from model.errors import InputError
 
 TF_CONFIG = 'TF_CONFIG'
+# What a collective op raises when a peer ends, is killed or cannot be reached.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+               tf.errors.DeadlineExceededError)
+TASK_PATTERN = re.compile(r'/job:worker/replica:\d+/task:(\d+)')
+
+
+class WorkerLost(RuntimeError):
+    """Another worker of the cluster ended or became unreachable, so training cannot go on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,3 +234,88 @@ class Distribution:
             return '{}: worker {} of {}, {} device(s) each, {} replicas'.format(
                 kind, self.worker_index, self.num_workers, self.devices, self.num_replicas)
         return '{} over {} devices'.format(kind, self.devices)
+
+
+def broadcast_from_chief(strategy, variables):
+    """An op that sets `variables` on every worker to the chief's values: each is all-reduced as
+    the chief's first replica's value plus zeros from every other replica, which is exact. One
+    all-reduce per dtype, since the strategy packs each all-reduce's tensors into one."""
+    dtypes = sorted({variable.dtype.base_dtype for variable in variables}, key=lambda dtype: dtype.name)
+    groups = [[variable for variable in variables if variable.dtype.base_dtype == dtype] for dtype in dtypes]
+
+    def chief_values():
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return [all_reduced_sum([tf.where_v2(first, variable.read_value(), tf.zeros_like(variable))
+                                 for variable in group]) for group in groups]
+
+    totals = strategy.run(chief_values)
+    assigns = [component.assign(value)
+               for group, group_totals in zip(groups, totals)
+               for variable, total in zip(group, group_totals)
+               for component, value in zip(strategy.experimental_local_results(variable),
+                                           strategy.experimental_local_results(total))]
+    return tf.group(assigns, name='broadcast_from_chief')
+
+
+def lost_workers(error, cluster):
+    """'worker I (ADDRESS)' of the other workers that a collective's error names, or of every
+    other worker when it names none."""
+    named = {int(index) for index in TASK_PATTERN.findall(error.message or '')} - {cluster.task_index}
+    others = sorted(named & set(range(cluster.num_workers))) or \
+        [index for index in range(cluster.num_workers) if index != cluster.task_index]
+    return ', '.join('worker {} ({})'.format(index, cluster.workers[index]) for index in others)
+
+
+class WorkerSync:
+    """Keeps the workers of a TF_CONFIG cluster on the chief's weights, and reports a lost worker.
+
+    Built after the whole training graph, on `variables` (every global variable: weights, batch-norm
+    statistics, optimiser slots, the global step). Without a cluster every method does nothing.
+    """
+
+    def __init__(self, distribution, variables):
+        self.cluster = distribution.cluster
+        self.broadcast = None
+        if self.cluster is not None and self.cluster.num_workers > 1:
+            self.broadcast = broadcast_from_chief(distribution.strategy, list(variables))
+
+    @contextlib.contextmanager
+    def watch(self, step, last_checkpoint):
+        """Turn a collective's failure inside the block into a WorkerLost naming the worker that went
+        away and `step` (None: before the first step); `last_checkpoint` is the chief's last saved step."""
+        try:
+            yield
+        except PEER_ERRORS as error:
+            if self.broadcast is None:
+                raise
+            where = 'before the first step' if step is None else 'at step {}'.format(step)
+            if self.cluster.is_chief and last_checkpoint:
+                then = 'its checkpoint of step {} is intact: rerun every worker to resume from it'.format(
+                    last_checkpoint)
+            elif self.cluster.is_chief:
+                then = 'no checkpoint was saved yet'
+            else:
+                then = "rerun every worker to resume from the chief's last checkpoint"
+            raise WorkerLost('worker {} lost {} {}: it ended, was killed or cannot be reached ({}); {}'.format(
+                self.cluster.task_index, lost_workers(error, self.cluster), where, type(error).__name__,
+                then)) from None
+
+    def start(self, session, log):
+        """Give every worker the chief's variables, restored or initialised there."""
+        if self.broadcast is None:
+            return
+        with self.watch(None, session.run(tf.train.get_global_step())):
+            session.run(self.broadcast)
+        log("worker {} of {} starts from the chief's step {} and weights".format(
+            self.cluster.task_index, self.cluster.num_workers, session.run(tf.train.get_global_step())))
+
+    def report(self, session, step, log):
+        """Log a checksum of this worker's trainable weights at `step`: in a cluster every worker's is
+        the same (the gradients are all-reduced, so weights that start equal stay equal)."""
+        if self.broadcast is None:
+            return
+        digest = hashlib.sha256()
+        for value in session.run(tf.trainable_variables()):
+            digest.update(value.tobytes())
+        log('worker {} at step {}: weights checksum {}'.format(self.cluster.task_index, step,
+                                                               digest.hexdigest()[:16]))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from model import checkpoints, training_graph
 from model.atomic import atomic_output
 from model.brats import load_patient
-from model.distribute import Distribution
+from model.distribute import Distribution, WorkerSync
 from model.labels import REGION_NAMES, region_mask
 from model.metrics import dice
 from model.predict import Predictor
@@ -141,10 +141,9 @@ class _NoSummaries:
 class Trainer:
     """Runs the training loop of one run directory.
 
-    Only the chief (the one process without TF_CONFIG, or worker 0) writes checkpoints,
-    summaries and validation; every worker resumes from the chief's latest checkpoint (CKPT must
-    be a folder they all see), and with several workers a stop signal to any of them stops all
-    of them after the same step.
+    Only the chief (the one process without TF_CONFIG, or worker 0) reads and writes checkpoints,
+    summaries and validation; every worker starts from the chief's variables and step (WorkerSync),
+    and with several workers a stop signal to any of them stops all of them after the same step.
     """
 
     def __init__(self, ckpt_dir, log_dir, graph, schedule, predictor, validation, distribution=None,
@@ -164,6 +163,7 @@ class Trainer:
         self.log = tqdm.write
         self.best = BestCheckpoint(ckpt_dir, validation, self.log) if self.val_patients else None
         self.writer = tf.summary.FileWriter(log_dir) if self.is_chief else _NoSummaries()
+        self.workers = WorkerSync(distribution, tf.global_variables())
 
     def restore_or_initialize(self, session):
         """Resume from CKPT's latest checkpoint, or start from the network of `init_from` (a
@@ -171,15 +171,16 @@ class Trainer:
         session.run(tf.global_variables_initializer())
         if self.input_initializer is not None:
             session.run(self.input_initializer)
-        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        latest = tf.train.latest_checkpoint(self.ckpt_dir) if self.is_chief else None
         if latest:
             checkpoints.restore(session, latest, tf.global_variables())
             state = tf.train.get_checkpoint_state(self.ckpt_dir)
             self.saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
             self.log('resumed from {}'.format(latest))
-        elif self.init_from:
+        elif self.init_from and self.is_chief:
             checkpoints.restore(session, self.init_from, checkpoints.network_variables(tf.global_variables()))
             self.log('started from the network of {}'.format(self.init_from))
+        self.workers.start(session, self.log)
         self._seconds_before = float(session.run(self.graph['train_seconds']))
         self._run_started = time.time()
         return int(session.run(self.graph['global_step']))
@@ -221,8 +222,9 @@ class Trainer:
         if self.is_chief and self._is_due(step_before + 1, self.schedule.summary_every_steps):
             fetches['summaries'] = self.graph['summaries']
         started = time.time()
-        values = session.run(fetches, {self.graph['progress']: progress(
-            step_before, self.elapsed_seconds(), self.schedule), self.graph['stop_vote']: float(stop_vote)})
+        with self.workers.watch(step_before + 1, self._saved_step):
+            values = session.run(fetches, {self.graph['progress']: progress(
+                step_before, self.elapsed_seconds(), self.schedule), self.graph['stop_vote']: float(stop_vote)})
         step = int(values['step'])
         if not np.isfinite(values['loss']):
             raise TrainingError('loss is {} at step {}; stopped without saving it (last good '
@@ -274,6 +276,7 @@ class Trainer:
                 and stop.signal_number is None:
             self._validate(session, step)
         self.writer.flush()
+        self.workers.report(session, step, self.log)
         if stop.signal_number is not None or stopped_by_vote:
             raise TrainingStopped(stop.signal_number or signal.SIGTERM, step)
         if step < self.schedule.num_steps:

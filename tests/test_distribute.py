@@ -8,14 +8,17 @@ about 4 times faster than ResNet-50's under 2 replicas (bench/training.py times 
 import glob
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from model.distribute import Cluster, localhost_tf_configs, parse_tf_config
+from model.distribute import Cluster, lost_workers, localhost_tf_configs, parse_tf_config
 from model.errors import InputError
 
 pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
@@ -92,29 +95,80 @@ def test_the_devices_are_recorded_and_a_checkpoint_moves_to_one_device(data, thr
     assert tf.train.latest_checkpoint(str(three_step_runs['sync'])).endswith('model.ckpt-4')
 
 
-def run_cluster(data, ckpt_dir, steps):
-    """Train.py as 2 workers of a TF_CONFIG cluster on localhost; returns their CompletedProcesses."""
-    command = [sys.executable, 'Train.py', '--train-records', data['records'], '--ckpt-dir', str(ckpt_dir),
-               '--num-steps', str(steps)] + RUN
-    processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=dict(os.environ, TF_CONFIG=tf_config))
-                 for tf_config in localhost_tf_configs(2)]
+def start_cluster(data, ckpt_dirs, steps, *flags):
+    """Train.py as the workers of a TF_CONFIG cluster on localhost, worker i with --ckpt-dir
+    ckpt_dirs[i] (as on machines without a shared file system), with the C++ log level a user's
+    shell would leave to Train.py (this process has set one); returns their Popen objects."""
+    env = {name: value for name, value in os.environ.items() if name != 'TF_CPP_MIN_LOG_LEVEL'}
+    return [subprocess.Popen([sys.executable, 'Train.py', '--train-records', data['records'],
+                              '--ckpt-dir', str(ckpt_dir), '--num-steps', str(steps)] + RUN + list(flags), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(env, TF_CONFIG=tf_config))
+            for ckpt_dir, tf_config in zip(ckpt_dirs, localhost_tf_configs(len(ckpt_dirs)))]
+
+
+def run_cluster(data, ckpt_dirs, steps):
+    """Run a cluster of start_cluster to its end; returns each worker's (exit code, stdout, stderr)."""
+    processes = start_cluster(data, ckpt_dirs, steps)
     outputs = [process.communicate(timeout=600) for process in processes]
     return [(process.returncode, out, err) for process, (out, err) in zip(processes, outputs)]
 
 
-def test_two_workers_train_the_chief_alone_writes_and_a_rerun_resumes(data, tmp_path):
-    ckpt = tmp_path / 'cluster'
-    for code, out, err in run_cluster(data, ckpt, 5):
+def weights_checksums(outputs, step):
+    """Each worker's logged weights checksum at `step`."""
+    return [re.search(r'worker {} at step {}: weights checksum (\w+)'.format(index, step), out + err).group(1)
+            for index, (_, out, err) in enumerate(outputs)]
+
+
+def test_two_workers_without_shared_storage_resume_from_the_chiefs_checkpoint(data, tmp_path):
+    chief, other = tmp_path / 'chief', tmp_path / 'other'    # each worker its own folder
+    first = run_cluster(data, [chief, other], 5)
+    for code, out, err in first:
         assert code == 0, err[-2000:]
         assert 'reached step 5' in out
-    assert tf.train.latest_checkpoint(str(ckpt)).endswith('model.ckpt-5')
-    assert len(glob.glob(str(ckpt / 'logs' / 'events.*'))) == 1       # the chief's only
-    assert sorted(logged_losses(ckpt)) == [1, 2, 3, 4, 5]
-    for code, out, err in run_cluster(data, ckpt, 7):
+    assert len(set(weights_checksums(first, 5))) == 1
+    assert tf.train.latest_checkpoint(str(chief)).endswith('model.ckpt-5')
+    assert len(glob.glob(str(chief / 'logs' / 'events.*'))) == 1       # the chief's only
+    assert sorted(logged_losses(chief)) == [1, 2, 3, 4, 5]
+    assert not glob.glob(str(other / '*'))
+    resumed = run_cluster(data, [chief, other], 6)
+    for index, (code, out, err) in enumerate(resumed):
         assert code == 0, err[-2000:]
-        assert 'resumed from' in out + err and 'reached step 7' in out
-    assert tf.train.latest_checkpoint(str(ckpt)).endswith('model.ckpt-7')
+        assert "worker {} of 2 starts from the chief's step 5".format(index) in out + err
+        assert 'reached step 6' in out
+    assert len(set(weights_checksums(resumed, 6))) == 1
+    assert weights_checksums(resumed, 6) != weights_checksums(first, 5)
+    assert tf.train.latest_checkpoint(str(chief)).endswith('model.ckpt-6')
+    assert not glob.glob(str(other / '*'))
+
+
+@pytest.mark.parametrize('victim', [1, 0])
+def test_a_killed_worker_stops_the_other_with_one_line(data, tmp_path, victim):
+    folders = [tmp_path / 'chief', tmp_path / 'other']
+    workers = start_cluster(data, folders, 10000, '--save-every-steps', '3')
+    try:
+        deadline = time.time() + 600
+        while not os.path.exists(str(folders[0] / 'model.ckpt-6.index')):
+            assert all(worker.poll() is None for worker in workers), workers[0].communicate()[1][-2000:]
+            assert time.time() < deadline, 'the cluster never reached step 6'
+            time.sleep(0.1)
+        workers[victim].send_signal(signal.SIGKILL)
+        survivor = workers[1 - victim]
+        _, err = survivor.communicate(timeout=120)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+    assert survivor.returncode == 1
+    assert 'Traceback' not in err and 'GRPC' not in err     # no Python trace, nor gRPC's error log
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r'Train\.py: error: worker {} lost worker {} \(localhost:\d+\) at step \d+: it ended, was '
+                        r'killed or cannot be reached \(\w+\); .+'.format(1 - victim, victim), last), last
+    if victim == 1:     # the chief's last checkpoint is whole
+        latest = tf.train.latest_checkpoint(str(folders[0]))
+        assert 'its checkpoint of step {} is intact'.format(latest.rsplit('-', 1)[1]) in last
+        reader = tf.train.load_checkpoint(latest)
+        assert all(reader.get_tensor(name) is not None for name in reader.get_variable_to_shape_map())
 
 
 @pytest.mark.parametrize('flags, env, problem', [
@@ -144,6 +198,15 @@ def test_tf_config_is_parsed_and_checked():
                 json.dumps({'cluster': {'worker': []}, 'task': {'type': 'worker', 'index': 0}})):
         with pytest.raises(InputError, match='TF_CONFIG'):
             parse_tf_config(bad)
+
+
+def test_a_lost_worker_is_named_by_the_error_or_else_every_other_worker_is():
+    cluster = Cluster(('a:1', 'b:2', 'c:3'), 1)
+    error = tf.errors.UnavailableError(None, None, 'From /job:worker/replica:0/task:1:\nCollective ops is aborted '
+                                       'by: Socket closed\nfrom remote target /job:worker/replica:0/task:2')
+    assert lost_workers(error, cluster) == 'worker 2 (c:3)'
+    assert lost_workers(tf.errors.UnavailableError(None, None, 'Socket closed'), cluster) == \
+        'worker 0 (a:1), worker 2 (c:3)'
 
 
 def test_a_localhost_cluster_gives_each_worker_its_index_and_distinct_ports():

@@ -55,9 +55,8 @@ def _centre(mask):
 
 def _overlap(fixed_mask, moving_mask, transform):
     """(share of the fixed brain covered by the moved brain, share of the moved brain inside the fixed)."""
-    moved = sitk.GetArrayViewFromImage(sitk.Resample(moving_mask, fixed_mask, transform, sitk.sitkNearestNeighbor, 0))
-    fixed = sitk.GetArrayViewFromImage(fixed_mask).astype(bool)
-    moved = moved.astype(bool)
+    moved = sitk.GetArrayFromImage(sitk.Resample(moving_mask, fixed_mask, transform, sitk.sitkNearestNeighbor, 0))
+    fixed, moved = sitk.GetArrayFromImage(fixed_mask).astype(bool), moved.astype(bool)
     both = np.count_nonzero(fixed & moved)
     return both / max(np.count_nonzero(fixed), 1), both / max(np.count_nonzero(moved), 1)
 

@@ -20,9 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from model import alignment, dicom_seg
+from model import alignment
 from model.atomic import atomic_output, remove_stale_partials
-from model.brats import MODALITIES, DataError, Geometry, to_int16, write_volume
+from model.brats import MODALITIES, DataError, _geometry, to_int16, write_volume
 from model.errors import InputError
 from model.figures import save_sequences_montage
 from model.labels import REGION_NAMES, REGIONS
@@ -108,11 +108,6 @@ def _on_reference(array, reference):
     return image
 
 
-def _geometry(image):
-    return Geometry(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                    tuple(image.GetDirection()))
-
-
 def onto_input_grid(array, prepared, interpolator=sitk.sitkNearestNeighbor):
     """A (z, y, x) array on the reference grid, resampled onto the T1c input's exact grid."""
     image = sitk.Resample(_on_reference(array, prepared.reference), prepared.scans['t1c'].image,
@@ -152,7 +147,9 @@ def write_results(prepared, labels, probabilities, name, output_dir, dicom=False
     maps = {} if probabilities is None else {
         region: onto_input_grid(values, prepared, sitk.sitkLinear).astype(np.float32)
         for region, values in region_probability_maps(probabilities).items()}
-    segmentation = dicom_seg.segmentation(t1c.dicom_files, on_input) if dicom else None
+    if dicom:
+        from model import dicom_seg   # highdicom takes a second to import; only --dicom-seg needs it
+        segmentation = dicom_seg.segmentation(t1c.dicom_files, on_input)
     geometry = _geometry(t1c.image)
     write_volume(on_input, geometry, paths['labels'])
     write_volumes_csv(name, volumes, paths['volumes'])
@@ -163,7 +160,7 @@ def write_results(prepared, labels, probabilities, name, output_dir, dicom=False
             sitk.WriteTransform(transform, temporary)
     for region, values in maps.items():
         write_volume(values, geometry, paths['prob_' + region])
-    if segmentation is not None:
+    if dicom:
         dicom_seg.write_segmentation(segmentation, paths['dicom_seg'])
     return paths
 

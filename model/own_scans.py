@@ -41,14 +41,16 @@ def requested(args):
 
 
 def check_request(args):
-    """Raise InputError for a missing sequence, --list beside the scans, or --dicom-seg without a
-    DICOM T1c."""
+    """Raise InputError for a missing sequence, --list beside the scans, a --name with folders, or
+    --dicom-seg without a DICOM T1c."""
     missing = [sequence for sequence in SEQUENCES if not getattr(args, sequence)]
     if missing:
         raise InputError('--{}: scan not given; all four sequences (--t1c --flair --t1 --t2) are needed for '
                          'now'.format(' --'.join(missing)))
     if args.lists:
         raise InputError('--list: segments listed BRATS patients; it cannot go with --t1c/--flair/--t1/--t2')
+    if args.name is not None and (not args.name.strip('.') or os.sep in args.name):
+        raise InputError('--name {!r}: must be a file name, without folders'.format(args.name))
     if args.dicom_seg and not os.path.isdir(args.t1c):
         raise InputError('{}: --dicom-seg needs T1c as a DICOM series folder'.format(args.t1c))
 
@@ -169,7 +171,8 @@ def _check_outputs(paths, scans, overwrite):
     inputs = {os.path.realpath(scan.path) for scan in scans.values()}
     for path in paths.values():
         if os.path.realpath(path) in inputs:
-            raise InputError('{}: output would replace an input scan; choose another --output-dir or --name'.format(path))
+            raise InputError('{}: output would replace an input scan; choose another --output-dir or --name'.format(
+                path))
         if os.path.exists(path) and not overwrite:
             raise InputError('{}: exists; pass --overwrite or another --name'.format(path))
 

@@ -146,12 +146,27 @@ def test_volumes_csv_agrees_with_the_label_counts(own):
     assert sum(float(rows[0][column]) for column in COLUMNS[4:]) == pytest.approx(float(rows[0]['WT_ml']), abs=1e-2)
 
 
+def test_volumes_in_ml_follow_the_voxel_size():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[0, 0, :3], labels[1, :2, 0], labels[2, 0, 0] = 1, 2, 4
+    volumes = volumes_ml(labels, (0.5, 2.0, 3.0))   # 3 mm3 voxels
+    assert volumes == pytest.approx({'WT_ml': 0.018, 'TC_ml': 0.012, 'ET_ml': 0.003, 'necrosis_ml': 0.009,
+                                     'oedema_ml': 0.006, 'non_enhancing_ml': 0.0, 'enhancing_ml': 0.003})
+
+
+def test_outputs_are_named_after_the_t1c_file_or_the_patient_id():
+    from model.scans import Scan, default_name
+    assert default_name(Scan('t1c', '/scans/case 7.T1c.nii.gz', None)) == 'case_7.T1c'
+    assert default_name(Scan('t1c', '/scans/dicom', None, ('a.dcm',), 'PAT/01')) == 'PAT_01'
+
+
 def test_probability_maps_lie_on_the_t1c_grid_and_agree_with_the_labels(own):
     labels = sitk.ReadImage(str(own['dir'] / (NAME + '.nii.gz')))
     for region in REGION_NAMES:
         image = sitk.ReadImage(str(own['dir'] / '{}_prob_{}.nii.gz'.format(NAME, region)))
         assert image.GetSize() == labels.GetSize() and image.GetPixelID() == sitk.sitkFloat32
-        assert np.allclose(image.GetOrigin(), labels.GetOrigin()) and np.allclose(image.GetDirection(), labels.GetDirection())
+        assert np.allclose(image.GetOrigin(), labels.GetOrigin())
+        assert np.allclose(image.GetDirection(), labels.GetDirection())
         values = sitk.GetArrayFromImage(image)
         assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-5
     whole = sitk.GetArrayFromImage(sitk.ReadImage(str(own['dir'] / (NAME + '_prob_WT.nii.gz'))))
@@ -258,12 +273,17 @@ def altered(clinical_case, tmp_path, sequence, image, suffix='.nii.gz'):
     return dict(clinical_case['paths'], **{sequence: path})
 
 
-def test_a_missing_sequence_is_refused(clinical_case, tmp_path):
-    paths = dict(clinical_case['paths'])
-    output = tmp_path / 'out'
-    code, _, err = run([flag for sequence in ('t1c', 'flair', 't1') for flag in ('--' + sequence, paths[sequence])]
-                       + ['--output-dir', output])
-    assert code == 2 and '--t2' in error_line(err) and not output.exists()
+@pytest.mark.parametrize('problem', ['missing_t2', 'with_list', 'name_with_folder', 'dicom_seg_of_a_file'])
+def test_an_incomplete_or_contradictory_request_is_refused(clinical_case, tmp_path, problem):
+    paths = dict(clinical_case['paths'], t1c=clinical_case['paths']['t2']) if problem == 'dicom_seg_of_a_file' \
+        else clinical_case['paths']
+    argv = scan_flags(paths) + ['--output-dir', tmp_path / 'out']
+    argv = {'missing_t2': argv[:6] + argv[8:], 'with_list': argv + ['--list', tmp_path / 'test.txt'],
+            'name_with_folder': argv + ['--name', '../elsewhere'], 'dicom_seg_of_a_file': argv + ['--dicom-seg']}[problem]
+    code, _, err = run(argv)
+    assert code == 2 and not (tmp_path / 'out').exists()
+    assert {'missing_t2': '--t2', 'with_list': '--list', 'name_with_folder': '--name',
+            'dicom_seg_of_a_file': 'DICOM series folder'}[problem] in error_line(err)
 
 
 @pytest.mark.parametrize('problem', ['missing', 'unreadable', 'two_d', 'empty_series'])

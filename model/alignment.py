@@ -23,6 +23,7 @@ SAMPLING_SEED = 0
 SHRINK_FACTORS = (4, 2, 1)
 SMOOTHING_MM = (2.0, 1.0, 0.0)
 ITERATIONS = 100          # per resolution; reaching it at the finest one means no convergence
+MIN_STEP = 0.02           # the optimizer stops when its step (in mm at the brain's edge) falls below this
 ROTATION_RADIUS_MM = 80.0   # optimizer scales: a rotation of one radian moves the brain's edge this far
 MIN_MOVED_INSIDE = 0.9    # share of the moved scan's brain that must fall inside T1c's brain
 
@@ -73,7 +74,7 @@ def _method():
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(SAMPLING_FRACTION, SAMPLING_SEED)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=ITERATIONS,
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=MIN_STEP, numberOfIterations=ITERATIONS,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScales([ROTATION_RADIUS_MM ** 2] * 3 + [1.0] * 3)   # Euler3D: 3 angles, 3 translations
     method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
@@ -83,7 +84,8 @@ def _method():
 
 
 def register(fixed, moving, path):
-    """The rigid transform (fixed -> moving physical points) that aligns `moving` onto `fixed`.
+    """The rigid transform (fixed -> moving physical points) that aligns `moving` onto `fixed`, and the
+    share of the fixed (T1c) brain that the moved scan's brain then covers.
 
     Args:
       fixed: the reference T1c (reference_grid).
@@ -106,16 +108,11 @@ def register(fixed, moving, path):
     if method.GetOptimizerIteration() >= ITERATIONS:
         raise DataError('{}: registration onto T1c failed (the mutual information did not converge in {} '
                         'iterations; value {:.3f})'.format(path, ITERATIONS, method.GetMetricValue()))
-    inside = _overlap(fixed_mask, moving_mask, transform)[1]
+    covered, inside = _overlap(fixed_mask, moving_mask, transform)
     if inside < MIN_MOVED_INSIDE:
         raise DataError('{}: registration onto T1c failed (only {:.0%} of its brain lands inside the T1c brain, '
                         'at least {:.0%} expected)'.format(path, inside, MIN_MOVED_INSIDE))
-    return transform
-
-
-def coverage(fixed, moving, transform):
-    """Share of the fixed (T1c) brain that the moved scan's field of view and brain cover."""
-    return _overlap(foreground(fixed), foreground(moving), transform)[0]
+    return transform, covered
 
 
 def resampled(moving, reference, transform, interpolator=sitk.sitkLinear, pixel=sitk.sitkFloat32):

@@ -92,8 +92,7 @@ def prepare(scans):
     transforms, channels = {}, {'t1c': reference}
     for sequence in tqdm(SEQUENCES[1:], desc='registering onto T1c', unit='scan', leave=False):
         scan = scans[sequence]
-        transforms[sequence] = alignment.register(reference, scan.image, scan.path)
-        covered = alignment.coverage(reference, scan.image, transforms[sequence])
+        transforms[sequence], covered = alignment.register(reference, scan.image, scan.path)
         if covered < MIN_COVERAGE:
             raise DataError('{}: the field of view does not cover the brain (only {:.0%} of the T1c brain, at '
                             'least {:.0%} needed)'.format(scan.path, covered, MIN_COVERAGE))

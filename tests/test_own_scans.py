@@ -360,7 +360,7 @@ def test_registration_does_not_care_about_intensity_units(clinical_case):
     from model.scans import read_scan
     reference = alignment.reference_grid(read_scan('t1c', clinical_case['paths']['t1c']).image)
     t2 = read_scan('t2', clinical_case['paths']['t2']).image
-    found = [alignment.register(reference, image, 't2') for image in (t2, t2 * 250.0)]
+    found = [alignment.register(reference, image, 't2')[0] for image in (t2, t2 * 250.0)]
     brain = np.argwhere(sitk.GetArrayFromImage(reference) != 0)[::4000, ::-1]
     points = [reference.TransformIndexToPhysicalPoint([int(i) for i in index]) for index in brain]
     moved = np.array([[transform.TransformPoint(point) for point in points] for transform in found])

@@ -5,13 +5,17 @@ A real BraTS 2018 case is made into clinical scans (model/clinical.py: T1c a DIC
 untimed. The network is the full-width checkpoint of a 1-step Train.py run (its weights do not
 matter for speed). Every child process is pinned to 2 CPUs.
 
-- Preparation: a child reads the four scans and prepares them (skull checks, T1c onto the 1 mm
-  grid, three rigid registrations, resampling; model.own_scans.prepare), timed per patient.
+- Phases: a child calls Inference.main with the same flags, repeatedly, timing its phases: reading
+  the scans, preparing them (skull checks, T1c onto the 1 mm grid, three rigid registrations,
+  resampling; model.own_scans.prepare), the prediction (Predictor.predict, with the graph built for
+  each window shape) and writing the outputs.
 - Whole command: `python Inference.py --t1c ... --output-dir OUT --overwrite` with the defaults, as
   a child process; its wall time includes interpreter start-up, the TensorFlow import, graph build
   and restore, preparation, prediction and every output.
 """
 import argparse
+import collections
+import functools
 import json
 import os
 import sys
@@ -31,47 +35,53 @@ def _scan_flags(paths):
 
 
 def run(work, quick=False):
-    """Measure the preparation and the whole own-scans command; returns a dict of numbers."""
+    """Measure the phases and the whole own-scans command; returns a dict of numbers."""
     from model import clinical
     repeats = QUICK_REPEATS if quick else REPEATS
     cpus = usable_cpus()[:CORES]
     case = clinical.make_clinical_case(os.path.join(work.data_dir, 'brats2018_sample', CASE),
                                        work.folder('own_scans', 'clinical'))
     ckpt = work.checkpoint(NETWORK_FLAGS)
-    _, child = run_child('own_scans', ['--child', '--repeats', str(repeats), '--scans', json.dumps(case['paths'])],
-                         work.path('logs', 'own_scans', 'prepare'), cpus)
-    output = work.folder('own_scans', 'output')
-    scripts = [run_measured([PYTHON, 'Inference.py'] + _scan_flags(case['paths'])
-                            + ['--ckpt-dir', ckpt, '--output-dir', output, '--overwrite'],
+    flags = _scan_flags(case['paths']) + ['--ckpt-dir', ckpt, '--overwrite']
+    _, child = run_child('own_scans', ['--child', '--repeats', str(repeats), '--output-dir',
+                                       work.folder('own_scans', 'in_process')] + flags,
+                         work.path('logs', 'own_scans', 'phases'), cpus)
+    scripts = [run_measured([PYTHON, 'Inference.py'] + flags + ['--output-dir', work.folder('own_scans', 'script')],
                             work.path('logs', 'own_scans', 'script_{}'.format(repeat)), cpus)
                for repeat in range(repeats)]
+    import Inference
     return {
         'cores': len(cpus),
         'case': CASE,
+        'defaults': {'tta': Inference.TTA, 'bfloat16': Inference.uses_bfloat16(Inference.BFLOAT16)},
         'scan_sizes': child['scan_sizes'],
         'reference_size': child['reference_size'],
         'repeats': repeats,
-        'prepare_s_per_patient': median(child['prepare_times_s']),
-        'prepare_times_s': child['prepare_times_s'],
-        'read_s_per_patient': median(child['read_times_s']),
+        'phase_times_s': child['phase_times_s'],
+        'phase_s_per_patient': {phase: median(times) for phase, times in child['phase_times_s'].items()},
         'script_wall_s': median([script['wall_s'] for script in scripts]),
         'script_wall_s_all': [script['wall_s'] for script in scripts],
         'script_peak_rss_mib': max(script['peak_rss_mib'] for script in scripts),
     }
 
 
+PHASES = (('read', 'reading the four scans'),
+          ('prepare', 'preparation (T1c onto the 1 mm grid, 3 rigid registrations, resampling)'),
+          ('predict', 'prediction (graph built per window shape, --tta {tta}, bfloat16 {bfloat16})'),
+          ('write', 'writing the outputs (labels, volumes, PNG, transforms)'),
+          ('main', 'Inference.main in-process, all of the above'))
+
+
 def rows(result):
     """Table rows of a result of `run`."""
     seconds = result['script_wall_s']
-    return [
-        row('clinical scans of {} (T1c DICOM, FLAIR, T1 sagittal, T2; {} cores)'.format(
-            result['case'], result['cores']),
-            ', '.join('{} {}'.format(sequence, 'x'.join(map(str, size)))
-                      for sequence, size in result['scan_sizes'].items())),
-        row('reading the four scans, per patient (median of {})'.format(result['repeats']),
-            result['read_s_per_patient'], 's'),
-        row('preparation (T1c onto the 1 mm grid, 3 rigid registrations, resampling), per patient',
-            result['prepare_s_per_patient'], 's'),
+    defaults = dict(result['defaults'], bfloat16='on' if result['defaults']['bfloat16'] else 'off')
+    table = [row('clinical scans of {} (T1c DICOM, FLAIR, T1 sagittal, T2; {} cores)'.format(
+        result['case'], result['cores']),
+        ', '.join('{} {}'.format(sequence, 'x'.join(map(str, size))) for sequence, size in result['scan_sizes'].items()))]
+    table += [row('{}, per patient (median of {})'.format(text.format(**defaults), result['repeats']),
+                  result['phase_s_per_patient'][phase], 's') for phase, text in PHASES]
+    return table + [
         row('python Inference.py --t1c --flair --t1 --t2, whole process wall, defaults (median of {})'.format(
             result['repeats']), seconds, 's', '<= {}'.format(TARGET_SECONDS_PER_PATIENT),
             seconds <= TARGET_SECONDS_PER_PATIENT, digits=1),
@@ -82,26 +92,46 @@ def rows(result):
 # ---------------------------------------------------------------------------------------------
 # The child process: python -m bench.own_scans --child ...
 
+def _timed(function, times):
+    """`function`, appending the seconds of each call to `times`."""
+    @functools.wraps(function)
+    def timed(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            times.append(time.perf_counter() - began)
+    return timed
+
+
 def child_main(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument('--child', action='store_true', required=True)
     parser.add_argument('--repeats', type=int, required=True)
-    parser.add_argument('--scans', required=True, help='JSON {sequence: path}')
     parser.add_argument('--result', required=True)
-    args = parser.parse_args(argv)
-    from model import own_scans
-    paths = json.loads(args.scans)
-    read_times, prepare_times = [], []
+    args, inference_argv = parser.parse_known_args(argv)
+    import Inference
+    from model import own_scans, predict
+    times = collections.defaultdict(list)
+    report = {}
+
+    def prepare(scans):
+        prepared = own_scans_prepare(scans)
+        report.update(scan_sizes={sequence: list(scan.image.GetSize()) for sequence, scan in scans.items()},
+                      reference_size=list(prepared.reference.GetSize()))
+        return prepared
+
+    own_scans_prepare = own_scans.prepare
+    own_scans.read_scans = _timed(own_scans.read_scans, times['read'])
+    own_scans.prepare = _timed(prepare, times['prepare'])
+    predict.Predictor.predict = _timed(predict.Predictor.predict, times['predict'])
+    own_scans.write_results = _timed(own_scans.write_results, times['write'])
+    main = _timed(Inference.main, times['main'])
     for _ in range(args.repeats):
-        began = time.perf_counter()
-        scans = own_scans.read_scans(paths)
-        read = time.perf_counter()
-        prepared = own_scans.prepare(scans)
-        prepare_times.append(time.perf_counter() - read)
-        read_times.append(read - began)
-    report = {'read_times_s': read_times, 'prepare_times_s': prepare_times,
-              'scan_sizes': {sequence: list(scan.image.GetSize()) for sequence, scan in scans.items()},
-              'reference_size': list(prepared.reference.GetSize())}
+        code = main(inference_argv)
+        if code:
+            return code
+    report['phase_times_s'] = dict(times)
     with open(args.result, 'w') as stream:
         json.dump(report, stream)
     return 0

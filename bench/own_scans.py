@@ -11,7 +11,8 @@ matter for speed). Every child process is pinned to 2 CPUs.
   each window shape) and writing the outputs.
 - Whole command: `python Inference.py --t1c ... --output-dir OUT --overwrite` with the defaults, as
   a child process; its wall time includes interpreter start-up, the TensorFlow import, graph build
-  and restore, preparation, prediction and every output.
+  and restore, preparation, prediction and every output. Again with `--tta none`, since the
+  network's forward passes are most of the time.
 """
 import argparse
 import collections
@@ -46,9 +47,9 @@ def run(work, quick=False):
     _, child = run_child('own_scans', ['--child', '--repeats', str(repeats), '--output-dir',
                                        work.folder('own_scans', 'in_process')] + flags,
                          work.path('logs', 'own_scans', 'phases'), cpus)
-    scripts = [run_measured([PYTHON, 'Inference.py'] + flags + ['--output-dir', work.folder('own_scans', 'script')],
-                            work.path('logs', 'own_scans', 'script_{}'.format(repeat)), cpus)
-               for repeat in range(repeats)]
+    scripts, one_pass = ([run_measured([PYTHON, 'Inference.py'] + flags + extra + ['--output-dir', work.folder(
+        'own_scans', 'script' + name)], work.path('logs', 'own_scans', 'script{}_{}'.format(name, repeat)), cpus)
+        for repeat in range(repeats)] for name, extra in (('', []), ('_tta_none', ['--tta', 'none'])))
     import Inference
     return {
         'cores': len(cpus),
@@ -62,6 +63,7 @@ def run(work, quick=False):
         'script_wall_s': median([script['wall_s'] for script in scripts]),
         'script_wall_s_all': [script['wall_s'] for script in scripts],
         'script_peak_rss_mib': max(script['peak_rss_mib'] for script in scripts),
+        'script_tta_none_wall_s': median([script['wall_s'] for script in one_pass]),
     }
 
 
@@ -85,6 +87,7 @@ def rows(result):
         row('python Inference.py --t1c --flair --t1 --t2, whole process wall, defaults (median of {})'.format(
             result['repeats']), seconds, 's', '<= {}'.format(TARGET_SECONDS_PER_PATIENT),
             seconds <= TARGET_SECONDS_PER_PATIENT, digits=1),
+        row('same with --tta none (one forward pass)', result['script_tta_none_wall_s'], 's', digits=1),
         row('peak RSS, own-scans Inference.py process', result['script_peak_rss_mib'], 'MiB', digits=0),
     ]
 

@@ -46,7 +46,7 @@ RESULTS = os.path.join(BENCH_DIR, 'results.json')   # the committed measurements
 README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline', 'ratio --devices 2',
                             'ratio 2 workers'),
                'inference': ('same with --tta none',),
-               'own_scans': ('preparation',)}
+               'own_scans': ('preparation', 'same with --tta none')}
 
 
 def parse_args(argv):

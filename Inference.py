@@ -10,6 +10,10 @@ its last checkpoint (--checkpoint best: the validation-selected one in CKPT/best
 --ckpt-dir folders make an ensemble that averages the networks' probabilities; --saved-model
 predicts with an export of Export.py instead. Patients whose prediction exists are skipped unless
 --overwrite.
+
+Own scans: `--t1c PATH --flair PATH --t1 PATH --t2 PATH` segments one patient's scans as a clinic
+hands them over (NIfTI, MetaImage or NRRD files, or DICOM series folders, in any grid and pose):
+registered onto T1c, segmented, and written on the T1c input's own grid (model/own_scans.py).
 """
 import argparse
 import collections
@@ -18,7 +22,7 @@ import sys
 
 from tqdm import tqdm
 
-from model import checkpoints, cli, paths, recipes
+from model import checkpoints, cli, own_scans, paths, recipes
 from model.cpu import cpu_has_bfloat16
 from model.atomic import remove_stale_partials
 from model.brats import load_patient, write_volume
@@ -44,6 +48,8 @@ SHARD = '0/1'              # 'I/N': predict patients I, I+N, I+2N, ... of the li
 SAVE_PNG = False
 OVERWRITE = False
 GPU_MEMORY_FRACTION = 0.0
+SAVE_PROBABILITIES = False   # own scans: also write the region probability maps
+DICOM_SEG = False            # own scans: also write a DICOM Segmentation of a DICOM T1c
 
 
 def parse_args(argv):
@@ -82,6 +88,17 @@ def parse_args(argv):
     add('--save-png', action='store_true', default=SAVE_PNG, help='write overlay montages too')
     add('--overwrite', action='store_true', default=OVERWRITE, help='redo existing predictions')
     add('--gpu-memory-fraction', type=float, default=GPU_MEMORY_FRACTION)
+    scans = parser.add_argument_group('own scans', 'one patient\'s four scans instead of --list: each a NIfTI, '
+                                      'MetaImage or NRRD file, or a folder holding one DICOM series')
+    for sequence in own_scans.SEQUENCES:
+        scans.add_argument('--' + sequence, help='the {} scan'.format(sequence.upper()))
+    scans.add_argument('--name', help="output name (default: the T1c file's name, or the DICOM PatientID)")
+    scans.add_argument('--series-uid', action='append', help='SeriesInstanceUID to take from a folder holding '
+                       'several DICOM series; repeatable')
+    scans.add_argument('--save-probabilities', action='store_true', default=SAVE_PROBABILITIES,
+                       help='also write the WT, TC and ET probability maps')
+    scans.add_argument('--dicom-seg', action='store_true', default=DICOM_SEG,
+                       help='also write a DICOM Segmentation referencing the T1c series (T1c given as DICOM)')
     return parser.parse_args(argv)
 
 
@@ -175,6 +192,8 @@ def main(argv=None):
     args = parse_args(argv)
     decoding = decoding_of(args)
     cli.graph_mode()
+    if own_scans.requested(args):
+        return own_scans.run(args, lambda own_args: opened_predictor(own_args, decoding))
     patients = patients_to_segment(args.lists, args.shard)
     done = skipped = 0
     with opened_predictor(args, decoding) as (session, predictor, checkpoints):

@@ -8,6 +8,7 @@ Benchmarks (one module each in bench/, each with run(work, quick) -> dict of num
   conversion  create_pascal_tf_record.py on the 12 BraTS 2018 cases: patients/s, MB per patient
   training    Train.py's step rate on the real pipeline vs one constant batch; peak memory
   inference   Inference.py on the BRATS2015 patient vs the pure forward pass, on 2 cores
+  own_scans   Inference.py --t1c --flair --t1 --t2 on clinical scans of a BraTS 2018 case: preparation, whole command
 
 Prints the machine and one table (benchmark, metric, value, target, pass/FAIL), and writes
 bench/results.json (bench/results-quick.json with --quick): machine facts, every measured
@@ -27,19 +28,20 @@ import sys
 import time
 import traceback
 
-from bench import common, conversion, inference, training
+from bench import common, conversion, inference, own_scans, training
 from bench.common import ROOT, vector_level
 from bench.sections import replace_sections
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference}
+BENCHMARKS = {'conversion': conversion, 'training': training, 'inference': inference, 'own_scans': own_scans}
 README = os.path.join(ROOT, 'README.md')
 PERFORMANCE = os.path.join(ROOT, 'docs', 'performance.md')
 RESULTS = os.path.join(BENCH_DIR, 'results.json')   # the committed measurements the sections render
 # Rows without a target that the README shows too (by the start of their metric), per benchmark.
 README_ROWS = {'training': ('Train.py, real pipeline', 'Train.py --bfloat16 on, real pipeline', 'ratio --devices 2',
                             'ratio 2 workers'),
-               'inference': ('same with --tta none',)}
+               'inference': ('same with --tta none',),
+               'own_scans': ('preparation', 'same with --tta none')}
 
 
 def parse_args(argv):

@@ -66,6 +66,27 @@ def save_overlay_montage(flair, labels, path, count=12, columns=4):
     _save(figure, path)
 
 
+def save_sequences_montage(backgrounds, labels, path, count=6):
+    """PNG of up to `count` tumour slices (rows), each shown with coloured labels on every
+    background volume (columns).
+
+    Args:
+      backgrounds: {title: (z, y, x) volume}, e.g. T1c and FLAIR.
+      labels: (z, y, x) label volume (0-4) on the same grid.
+      path: output PNG.
+    """
+    slices = tumour_slices(labels, count)
+    if len(slices) == 0:
+        slices = [labels.shape[0] // 2]
+    figure, axes = plt.subplots(len(slices), len(backgrounds), squeeze=False,
+                                figsize=(2.6 * len(backgrounds), 2.6 * len(slices) + 0.4))
+    for row, index in zip(axes, slices):
+        for axis, (title, volume) in zip(row, backgrounds.items()):
+            _show(axis, volume[index], labels[index], '{} slice {}'.format(title, index))
+    _legend(figure)
+    _save(figure, path)
+
+
 def save_example(flair, prediction, truth, path, title=''):
     """The paper-style figure: FLAIR | prediction | ground truth on the slice with most tumour."""
     index = int(np.argmax((truth > 0).sum(axis=(1, 2))))

@@ -12,7 +12,7 @@ def markers(section):
 def replace_sections(document, rendered):
     """Replace the text between the markers of each section of `document` with rendered[section];
     nothing is written unless every section's markers are there, in order."""
-    with open(document) as stream:
+    with open(document, encoding='utf-8') as stream:
         text = stream.read()
     for section, body in rendered.items():
         start, end = markers(section)
@@ -21,5 +21,5 @@ def replace_sections(document, rendered):
         before, rest = text.split(start, 1)
         text = before + start + '\n' + body + '\n' + end + rest.split(end, 1)[1]
     with atomic_output(document) as temporary:
-        with open(temporary, 'w') as stream:
+        with open(temporary, 'w', encoding='utf-8') as stream:
             stream.write(text)

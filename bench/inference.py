@@ -5,9 +5,10 @@ weights do not matter for speed). Every child process here is pinned to 2 CPUs.
 
 - Whole script: `python Inference.py --list <that patient> ...` as a child process; its wall
   time includes interpreter start-up, the TensorFlow import, graph build and restore.
-- In-process: a child calls Inference.main with the same flags; Inference.segment (read the
-  volume, predict every brain slice, write the prediction) is wrapped so that its first call
-  is warm-up and the following calls are timed. Graph build and restore are thus excluded.
+- In-process: a child parses the same flags and opens the predictor with Inference.py's own
+  functions, then calls Inference.segment (read the volume, predict every brain slice, write the
+  prediction) on the list's first patient: the first call is warm-up, the following are timed.
+  Graph build and restore are thus excluded.
 - Variants: the in-process measurement again for each other --tta, and with --bfloat16 off
   when Inference.py's default runs bfloat16 here, to show what each costs or saves.
 - Pure forward: in that same session, session.run of the Predictor's labels op (window_ops) over the same
@@ -16,6 +17,7 @@ weights do not matter for speed). Every child process here is pinned to 2 CPUs.
 """
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -119,7 +121,7 @@ def rows(result):
         row('ratio inference / forward', ratio, '', '<= {}'.format(TARGET_RATIO), ratio <= TARGET_RATIO),
         row('python Inference.py, whole process wall (median of {})'.format(result['script_repeats']),
             result['script_wall_s'], 's', digits=1),
-        row('Inference.main start to first patient (args, list, graph build, restore)',
+        row('Inference.py start to first patient (args, list, graph build, restore)',
             result['build_and_restore_s'], 's', digits=1),
         row('peak RSS, Inference.py process', result['script_peak_rss_mib'], 'MiB', digits=0),
     ]
@@ -128,61 +130,61 @@ def rows(result):
 # ---------------------------------------------------------------------------------------------
 # The child process: python -m bench.inference --child ...
 
-def _measuring_segment(segment, repeats, report):
-    """Wraps Inference.segment: one warm-up call, then timed calls alternating with forward passes."""
-    def measuring_segment(session, predictor, patient, output_path, args):
-        import numpy as np
-        from model.brats import load_patient
-        from model.predict import cut_window
+def _time_segments(session, predictor, patient, output_path, inference_args, repeats, report):
+    """Time Inference.segment on `patient`: one warm-up call, then timed calls alternating with the
+    pure forward passes of the same windows."""
+    import numpy as np
+    import Inference
+    from model.brats import load_patient
+    from model.predict import cut_window
 
-        report['build_restore_s'] = time.perf_counter() - report.pop('main_started')
+    began = time.perf_counter()
+    Inference.segment(session, predictor, patient, output_path, inference_args)
+    report['first_call_s'] = time.perf_counter() - began
+
+    image, mean, std, plan = predictor.plan(load_patient(patient, with_label=False)[0])
+    batches = []
+    for indices, window in plan:
+        raw_input, mean_input, std_input, _, labels_op = predictor.window_ops(session.graph, window.height, window.width)
+        batches.append((labels_op, {raw_input: cut_window(image[indices], window).astype(np.float32),
+                                    mean_input: mean, std_input: std}))
+    slices = sum(len(indices) for indices, _ in plan)
+    pixels = sum(len(indices) * window.height * window.width for indices, window in plan)
+    segment_times, forward_times = [], []
+    for _ in range(repeats):
         began = time.perf_counter()
-        labels = segment(session, predictor, patient, output_path, args)
-        report['first_call_s'] = time.perf_counter() - began
-
-        image, mean, std, plan = predictor.plan(load_patient(patient, with_label=False)[0])
-        batches = []
-        for indices, window in plan:
-            raw_input, mean_input, std_input, _, labels_op = predictor.window_ops(
-                session.graph, window.height, window.width)
-            batches.append((labels_op, {raw_input: cut_window(image[indices], window).astype(np.float32),
-                                        mean_input: mean, std_input: std}))
-        slices = sum(len(indices) for indices, _ in plan)
-        pixels = sum(len(indices) * window.height * window.width for indices, window in plan)
-        segment_times, forward_times = [], []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            segment(session, predictor, patient, output_path, args)
-            segment_times.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            for labels_op, feed in batches:
-                session.run(labels_op, feed)
-            forward_times.append(time.perf_counter() - began)
-        report.update({'patient': patient.name, 'volume_shape': list(image.shape),
-                       'slices': int(slices), 'window': 'per batch, mean {:.0f} px per slice'.format(
-                           pixels / slices),
-                       'batch_size': predictor.batch_size, 'segment_times_s': segment_times,
-                       'forward_times_s': forward_times})
-        return labels
-    return measuring_segment
+        Inference.segment(session, predictor, patient, output_path, inference_args)
+        segment_times.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        for labels_op, feed in batches:
+            session.run(labels_op, feed)
+        forward_times.append(time.perf_counter() - began)
+    report.update({'patient': patient.name, 'volume_shape': list(image.shape), 'slices': int(slices),
+                   'window': 'per batch, mean {:.0f} px per slice'.format(pixels / slices),
+                   'batch_size': predictor.batch_size, 'segment_times_s': segment_times,
+                   'forward_times_s': forward_times})
 
 
 def child_main(argv):
+    """Inference.py's own functions on the first patient of its flags' lists, timed (no stand-in)."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--child', action='store_true', required=True)
     parser.add_argument('--repeats', type=int, required=True)
     parser.add_argument('--result', required=True)
     args, inference_argv = parser.parse_known_args(argv)
     import Inference
+    from model import cli
+    started = time.perf_counter()
+    inference_args = Inference.parse_args(inference_argv)
+    decoding = Inference.decoding_of(inference_args)
+    cli.graph_mode()
+    patient = Inference.patients_to_segment(inference_args.lists)[0]
     report = {}
-    Inference.segment = _measuring_segment(Inference.segment, args.repeats, report)
-    report['main_started'] = time.perf_counter()
-    code = Inference.main(inference_argv)
-    if code:
-        return code
-    if 'segment_times_s' not in report:
-        print('bench.inference: Inference.main predicted no patient', file=sys.stderr)
-        return 1
+    with Inference.opened_predictor(inference_args, decoding) as (session, predictor, _):
+        Inference.check_output_dir(inference_args.output_dir, [patient])
+        report['build_restore_s'] = time.perf_counter() - started
+        output_path = os.path.join(inference_args.output_dir, patient.prediction_name(inference_args.run_name))
+        _time_segments(session, predictor, patient, output_path, inference_args, args.repeats, report)
     with open(args.result, 'w') as stream:
         json.dump(report, stream)
     return 0

@@ -17,7 +17,7 @@ COLUMNS = ('patient', 'flair', 't1', 't1c', 't2', 'label')
 def write_patient_list(patients, path):
     """Write patients to a list file atomically."""
     with atomic_output(path) as temporary:
-        with open(temporary, 'w', newline='') as stream:
+        with open(temporary, 'w', newline='', encoding='utf-8') as stream:
             writer = csv.writer(stream, lineterminator='\n')
             writer.writerow(COLUMNS)
             for patient in patients:
@@ -40,7 +40,7 @@ def read_patient_list(path, require_labels=False):
     if not os.path.isfile(path):
         raise DataError('{}: list file does not exist'.format(path))
     try:
-        with open(path, newline='') as stream:
+        with open(path, newline='', encoding='utf-8') as stream:
             rows = list(csv.reader(stream))
     except (csv.Error, UnicodeDecodeError) as error:
         raise DataError('{}: not a readable CSV list ({})'.format(path, error)) from None

@@ -69,7 +69,7 @@ def test_read_patient_list_on_any_csv(tmp_path_factory, rows, with_header):
     for row in rows:
         writer.writerow([str(existing) if field == 'missing.mha' else field for field in row])
     path = folder / 'list.txt'
-    path.write_text(stream.getvalue())
+    path.write_text(stream.getvalue(), encoding='utf-8')
     try:
         patients = read_patient_list(str(path))
     except InputError as error:

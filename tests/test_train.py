@@ -520,13 +520,15 @@ def test_networks_of_different_normalisations_cannot_form_an_ensemble(first_run,
 
 def test_init_from_starts_a_new_run_from_a_trained_network_and_then_resumes_its_own(data, first_run, tmp_path):
     ckpt = tmp_path / 'fine-tuned'
+    source_path = tf.train.latest_checkpoint(first_run['ckpt'])   # other tests may have trained it on
     code, out, err = train(data, ckpt, '--num-steps', '1', '--init-from', first_run['ckpt'],
                            '--learning-rate', '0', *TINY_SCHEDULE)   # the network comes from --init-from
     assert code == 0, err
     started = tf.train.latest_checkpoint(str(ckpt))
+    assert 'started from the network of ' + source_path in out + err
     assert tf.train.load_variable(started, 'global_step') == 1           # a fresh step ...
     assert checkpoints.read_config(str(ckpt))[0] == EXPECTED_CONFIG     # ... on the trained network
-    source = tf.train.load_checkpoint(first_run['latest'])
+    source = tf.train.load_checkpoint(source_path)
     weights = [name for name, _ in tf.train.list_variables(started) if name.endswith('weights')]
     assert weights
     for name in weights:   # learning rate 0: the weights are still the trained network's

@@ -4,6 +4,7 @@ machine's facts and the rows of the results table.
 Every number the benchmarks report is measured here or in a child process; the only constants
 are targets and the one labelled reference value of benchmark 1.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -122,6 +123,16 @@ def background_child(module, args, log_stem, env=None, timeout_s=600):
     if code != 0:
         raise BenchError('background child bench.{} exited with {}; end of its stderr ({}.err):\n{}'.format(
             module, code, log_stem, _tail(log_stem + '.err')))
+
+
+def child_arguments(argv):
+    """(the bench's own flags, the script's flags) of a timing child: --child, --repeats and
+    --result are the bench's; the rest goes to the script."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--child', action='store_true', required=True)
+    parser.add_argument('--repeats', type=int, required=True)
+    parser.add_argument('--result', required=True)
+    return parser.parse_known_args(argv)
 
 
 def write_json(path, document):

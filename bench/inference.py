@@ -15,13 +15,12 @@ weights do not matter for speed). Every child process here is pinned to 2 CPUs.
   brain slices, cut to the same window, in batches of the same size, already in memory as
   float32. Timed repetitions alternate with the in-process ones.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
-from bench.common import PYTHON, median, row, run_child, run_measured, usable_cpus
+from bench.common import PYTHON, child_arguments, median, row, run_child, run_measured, usable_cpus
 from bench.training import NETWORK_FLAGS
 from model.cpu import vector_extensions
 
@@ -167,11 +166,7 @@ def _time_segments(session, predictor, patient, output_path, inference_args, rep
 
 def child_main(argv):
     """Inference.py's own functions on the first patient of its flags' lists, timed (no stand-in)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--child', action='store_true', required=True)
-    parser.add_argument('--repeats', type=int, required=True)
-    parser.add_argument('--result', required=True)
-    args, inference_argv = parser.parse_known_args(argv)
+    args, inference_argv = child_arguments(argv)
     import Inference
     from model import cli
     started = time.perf_counter()

@@ -14,7 +14,6 @@ matter for speed). Every child process is pinned to 2 CPUs.
   and restore, preparation, prediction and every output. Again with `--tta none`, since the
   network's forward passes are most of the time.
 """
-import argparse
 import collections
 import functools
 import json
@@ -22,7 +21,7 @@ import os
 import sys
 import time
 
-from bench.common import PYTHON, median, row, run_child, run_measured, usable_cpus
+from bench.common import PYTHON, child_arguments, median, row, run_child, run_measured, usable_cpus
 from bench.training import NETWORK_FLAGS
 
 CORES = 2
@@ -108,11 +107,7 @@ def _timed(function, times):
 
 
 def child_main(argv):
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--child', action='store_true', required=True)
-    parser.add_argument('--repeats', type=int, required=True)
-    parser.add_argument('--result', required=True)
-    args, inference_argv = parser.parse_known_args(argv)
+    args, inference_argv = child_arguments(argv)
     import Inference
     from model import own_scans, predict
     times = collections.defaultdict(list)

@@ -1,12 +1,9 @@
 """All the scripts in-process at tiny size: phantom -> readfile -> create_pascal_tf_record ->
 Train -> Inference -> Evaluate, and Export with the export's use outside the project; their
 refusals, and prediction geometry on real BRATS data."""
-import contextlib
 import csv
-import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +25,7 @@ from model import checkpoints, phantom, predict  # noqa: E402
 from model.brats import find_patients, load_patient  # noqa: E402
 from model.lists import read_patient_list, write_patient_list  # noqa: E402
 from model.normalization import intensity_stats  # noqa: E402
+from script_runs import error_line, run_main  # noqa: E402
 
 pytestmark = pytest.mark.slow   # runs the scripts end to end (make test-fast leaves it out)
 
@@ -43,21 +41,7 @@ INTEGER_PIXELS = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16
 REAL_2018_CASE = 'Brats18_TCIA10_628_1'
 
 
-def run(script, argv):
-    """script.main(argv) in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = script.main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def error_line(stderr):
-    """The one error line of stderr; anything else there may only be progress bars."""
-    lines = [line for line in re.split(r'[\r\n]', stderr) if line.strip()]
-    errors = [line for line in lines if ': error: ' in line]
-    assert len(errors) == 1, lines
-    assert all('%|' in line for line in lines if line not in errors), lines
-    return errors[0]
+run = run_main
 
 
 def assert_same_grid(prediction_path, flair_path):

@@ -3,11 +3,8 @@ a real BraTS 2018 case with known grids and poses (bench/clinical.py: T1c a DICO
 0.9 x 0.9 x 2 mm, FLAIR in 5 mm slices, T1 sagittal, each in its own pose and intensity gain) are
 segmented by a tiny network trained here on that case, and compared with the same network on the
 clean BraTS files; and every refusal."""
-import contextlib
 import csv
-import io
 import os
-import re
 
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ import create_pascal_tf_record  # noqa: E402  (after disable_v2_behavior)
 import Inference  # noqa: E402
 import Train  # noqa: E402
 from conftest import BRATS2015_SAMPLE, BRATS2018_SAMPLE  # noqa: E402
+from script_runs import error_line, run_main  # noqa: E402
 from bench import clinical  # noqa: E402
 from model import alignment, metrics, skull  # noqa: E402
 from model.brats import find_patients  # noqa: E402
@@ -38,19 +36,7 @@ NAME = 'PATIENT41'
 
 def run(argv):
     """Inference.main(argv) in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = Inference.main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def error_line(stderr):
-    """The one error line of stderr (anything else may only be progress bars)."""
-    lines = [line for line in re.split(r'[\r\n]', stderr) if line.strip()]
-    errors = [line for line in lines if ': error: ' in line]
-    assert len(errors) == 1, lines
-    assert all('%|' in line for line in lines if line not in errors), lines
-    return errors[0]
+    return run_main(Inference, argv)
 
 
 def scan_flags(paths):

@@ -216,7 +216,8 @@ def find_patients(roots, on_incomplete=None):
     return [patients[name] for name in sorted(patients)]
 
 
-def _geometry(image):
+def geometry_of(image):
+    """The Geometry (size, spacing, origin, direction) of a SimpleITK image."""
     return Geometry(size=tuple(image.GetSize()), spacing=tuple(image.GetSpacing()),
                     origin=tuple(image.GetOrigin()), direction=tuple(image.GetDirection()))
 
@@ -246,7 +247,7 @@ def read_volume(path):
         _check_gzip_length(path, array.nbytes)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise DataError('{}: holds NaN or infinite voxels'.format(path))
-    return array, _geometry(image)
+    return array, geometry_of(image)
 
 
 def _check_gzip_length(path, voxel_bytes):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from model import alignment
 from model.atomic import atomic_output, remove_stale_partials
-from model.brats import MODALITIES, DataError, _geometry, to_int16, write_volume
+from model.brats import MODALITIES, DataError, geometry_of, to_int16, write_volume
 from model.errors import InputError
 from model.figures import save_sequences_montage
 from model.labels import REGION_NAMES, REGIONS
@@ -151,7 +151,7 @@ def write_results(prepared, labels, probabilities, name, output_dir, dicom=False
     if dicom:
         from model import dicom_seg   # highdicom takes a second to import; only --dicom-seg needs it
         segmentation = dicom_seg.segmentation(t1c.dicom_files, on_input)
-    geometry = _geometry(t1c.image)
+    geometry = geometry_of(t1c.image)
     write_volume(on_input, geometry, paths['labels'])
     write_volumes_csv(name, volumes, paths['volumes'])
     channel = {modality: prepared.image[..., MODALITIES.index(modality)] for modality in ('t1c', 'flair')}
